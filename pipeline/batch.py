@@ -1,0 +1,173 @@
+"""`triage batch`: enrich a bounded set of posts with an Apache Beam pipeline.
+
+Inputs: JSONL files (globs), a Kafka topic over an offset or time range, or an index re-read with a
+query. Outputs: a JSONL file, Elasticsearch (the write alias) or a Kafka topic. Dead letters go to
+a JSONL file or the dead-letter topic. FnApiRunner runs it in-process by default; any Beam runner
+can be named with --runner and its own options.
+"""
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config import Settings
+from pipeline.enrich import SUMMARY_NAMESPACE, EnrichPosts, count_dead_letter
+from pipeline.io import sinks, sources
+from pipeline.records import DeadLetter, RawRecord
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where records come from or go: kind is 'file', 'es' or 'kafka'; name is a path, index or topic."""
+    kind: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str, default_topic: str, default_index: str) -> "Target":
+        if spec == "kafka" or spec.startswith("kafka:"):
+            return cls("kafka", spec.partition(":")[2] or default_topic)
+        if spec == "es" or spec.startswith("es:"):
+            return cls("es", spec.partition(":")[2] or default_index)
+        return cls("file", spec)
+
+
+@dataclass
+class BatchJob:
+    inputs: list[str]
+    output: str
+    dead_letters: Optional[str] = None
+    kafka_from: Optional[str] = None  # offset, 'earliest', 'latest' or ISO time
+    kafka_to: Optional[str] = None
+    query: str = "*"
+    max_errors: Optional[int] = None
+    beam_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    counters: dict[str, int]
+    seconds: float
+    output: Target
+    dead_letters: Target
+
+    def count(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+    def breakdown(self, prefix: str) -> dict[str, int]:
+        return dict(sorted(((k[len(prefix) + 1:], v) for k, v in self.counters.items() if k.startswith(prefix + ".")),
+                           key=lambda kv: -kv[1]))
+
+
+class ReportProgress(beam.DoFn):
+    """Shows records read and records/s: a bar on a terminal, a line every 10 s otherwise."""
+
+    def __init__(self, total: Optional[int]) -> None:
+        self.total = total
+
+    def setup(self) -> None:
+        from tqdm import tqdm
+        tty = sys.stderr.isatty()
+        self._bar = tqdm(total=self.total, unit=" posts", file=sys.stderr, mininterval=0.5 if tty else 10,
+                         dynamic_ncols=True, disable=False, leave=tty)
+
+    def process(self, record: RawRecord) -> Iterator[RawRecord]:
+        self._bar.update(1)
+        yield record
+
+    def teardown(self) -> None:
+        self._bar.close()
+
+
+def _count_lines(patterns: list[str]) -> Optional[int]:
+    """Non-blank lines in the input files, for a progress bar with an ETA; None if not cheap to know."""
+    total = 0
+    for pattern in patterns:
+        paths = glob.glob(pattern)
+        if not paths:
+            raise FileNotFoundError(f"no input file matches {pattern}")
+        for path in paths:
+            with open(path, "rb") as handle:
+                total += sum(1 for line in handle if line.strip())
+    return total
+
+
+def default_dead_letters(output: Target) -> str:
+    if output.kind == "file":
+        path = Path(output.name)
+        return str(path.with_name(path.name.removesuffix(".jsonl") + ".dead-letters.jsonl"))
+    return "kafka" if output.kind == "kafka" else "dead-letters.jsonl"
+
+
+def _write_posts(posts: beam.PCollection, target: Target, settings: Settings) -> list[beam.PCollection]:
+    """Writes enriched posts; returns the PCollections of dead letters the write itself produced."""
+    if target.kind == "file":
+        sinks.write_jsonl(posts | "PostsToJson" >> beam.Map(sinks.to_json_line), target.name, "WritePostsJsonl")
+        return []
+    batches = posts | "BatchPosts" >> beam.BatchElements(min_batch_size=1, max_batch_size=settings.elasticsearch.bulk_size)
+    if target.kind == "es":
+        written = batches | "IndexInElasticsearch" >> beam.ParDo(
+            sinks.IndexBatches(settings.elasticsearch, target.name)).with_outputs(sinks.REJECTED_TAG, main="done")
+        return [written[sinks.REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter)]
+    batches | "ProducePosts" >> beam.ParDo(sinks.ProduceBatches(settings.kafka, target.name))
+    return []
+
+
+def _write_dead_letters(letters: beam.PCollection, target: Target, settings: Settings) -> None:
+    if target.kind == "file":
+        sinks.write_jsonl(letters | "DeadLettersToJson" >> beam.Map(DeadLetter.to_json), target.name,
+                          "WriteDeadLettersJsonl")
+    elif target.kind == "kafka":
+        (letters | "BatchDeadLetters" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
+         | "ProduceDeadLetters" >> beam.ParDo(sinks.ProduceBatches(settings.kafka, target.name)))
+    else:
+        raise ValueError("dead letters go to a JSONL file or a Kafka topic, not to an index")
+
+
+def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[Target, Target]:
+    """Add the whole batch graph to `pipeline`; returns (output, dead-letter) targets."""
+    topics, es = settings.kafka.topics, settings.elasticsearch
+    output = Target.parse(job.output, topics.enriched, es.write_alias)
+    dead_target = Target.parse(job.dead_letters or default_dead_letters(output), topics.dead_letter, es.write_alias)
+    inputs = [Target.parse(spec, topics.raw, es.read_alias) for spec in job.inputs]
+    reads = []
+    files = [t.name for t in inputs if t.kind == "file"]
+    if files:
+        reads.append(pipeline | "ReadJsonl" >> sources.ReadJsonlFiles(files))
+    for i, target in enumerate(t for t in inputs if t.kind == "kafka"):
+        reads.append(pipeline | f"ReadKafka[{i}]" >> sources.ReadKafkaRange(settings.kafka, target.name,
+                                                                             job.kafka_from, job.kafka_to))
+    for i, target in enumerate(t for t in inputs if t.kind == "es"):
+        reads.append(pipeline | f"ReadIndex[{i}]" >> sources.ReadIndex(es, target.name, job.query))
+    records = reads[0] if len(reads) == 1 else reads | "MergeInputs" >> beam.Flatten()
+    total = _count_lines(files) if files and len(files) == len(inputs) else None
+    records = records | "ReportProgress" >> beam.ParDo(ReportProgress(total))
+    enriched = records | "Enrich" >> EnrichPosts(settings)
+    rejected = _write_posts(enriched["enriched"], output, settings)
+    dead = [enriched["dead_letters"], *rejected]
+    _write_dead_letters(dead | "AllDeadLetters" >> beam.Flatten(), dead_target, settings)
+    return output, dead_target
+
+
+def run(settings: Settings, job: BatchJob) -> Summary:
+    if not job.inputs:
+        raise ValueError("give at least one --input")
+    args = list(job.beam_args)
+    if not any(arg.startswith("--runner") for arg in args):
+        args.append("--runner=FnApiRunner")
+    started = time.monotonic()
+    with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
+        output, dead_target = build(pipeline, settings, job)
+    result = pipeline.result
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace(SUMMARY_NAMESPACE))["counters"]
+    }
+    return Summary(counters, time.monotonic() - started, output, dead_target)

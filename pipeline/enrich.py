@@ -1,0 +1,98 @@
+"""EnrichPosts: raw records in, enriched posts and dead letters out.
+
+The one code path shared by `triage batch` and `triage stream`: sources only produce RawRecords and
+sinks only consume enriched posts and dead letters, so every way of running the product enriches
+identically.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+import schemas
+from pipeline.config import ConfigError, Settings
+from pipeline.records import DeadLetter, RawRecord, dead_letter, parse_post, post_payload, utc_now
+from pipeline.steps.base import EnrichmentStep, Post
+from pipeline.steps.language import DetectLanguage
+from pipeline.steps.pii import DetectPii
+
+# Steps by name, in the order they run. A new enrichment registers here and in enrichment.steps.
+STEP_REGISTRY: dict[str, type[EnrichmentStep[Any]]] = {"language": DetectLanguage, "pii": DetectPii}
+SUMMARY_NAMESPACE = "triage.summary"
+DEAD_LETTER_TAG = "dead_letters"
+
+
+class ParsePosts(beam.DoFn):
+    """Decode and validate raw records; anything that is not a valid Post becomes a dead letter."""
+
+    def __init__(self, max_record_bytes: int, max_text_chars: int) -> None:
+        self.max_record_bytes = max_record_bytes
+        self.max_text_chars = max_text_chars
+
+    def process(self, record: RawRecord) -> Iterator[Any]:
+        Metrics.counter(SUMMARY_NAMESPACE, "records_in").inc()
+        parsed = parse_post(record, self.max_record_bytes, self.max_text_chars)
+        if isinstance(parsed, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
+        else:
+            yield parsed
+
+
+def _failed_batch_to_dead_letters(failure: tuple[list[Post], Exception], step: str) -> Iterator[DeadLetter]:
+    batch, exc = failure
+    for post in batch:
+        record = RawRecord(post_payload(post), f"post:{post['id']}")
+        yield dead_letter("enrichment_failed", f"step {step} failed: {type(exc).__name__}", record)
+
+
+def finish(post: Post) -> Post:
+    """Stamp what every enriched post carries, and count it for the run summary."""
+    enriched = {**post, "schema_version": schemas.SCHEMA_VERSION, "processed_at": utc_now()}
+    count = Metrics.counter
+    count(SUMMARY_NAMESPACE, "enriched").inc()
+    count(SUMMARY_NAMESPACE, f"source.{post['source']}").inc()
+    if "language" in post:
+        count(SUMMARY_NAMESPACE, f"language.{post['language']['code']}").inc()
+    if post.get("pii", {}).get("found"):
+        count(SUMMARY_NAMESPACE, "pii_found").inc()
+        for pii_type in post["pii"]["types"]:
+            count(SUMMARY_NAMESPACE, f"pii.{pii_type}").inc()
+    return enriched
+
+
+def count_dead_letter(letter: DeadLetter) -> DeadLetter:
+    Metrics.counter(SUMMARY_NAMESPACE, "dead_letters").inc()
+    Metrics.counter(SUMMARY_NAMESPACE, f"dead_letter.{letter.reason_code}").inc()
+    return letter
+
+
+class EnrichPosts(beam.PTransform):
+    """PCollection[RawRecord] -> {'enriched': PCollection[Post], 'dead_letters': PCollection[DeadLetter]}."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        unknown = [name for name in settings.enrichment.steps if name not in STEP_REGISTRY]
+        if unknown:
+            raise ConfigError(f"enrichment.steps: unknown step(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(STEP_REGISTRY)}")
+        self.settings = settings
+
+    def expand(self, records: beam.PCollection) -> dict[str, beam.PCollection]:
+        cfg = self.settings.enrichment
+        parsed = records | "ParseAndValidate" >> beam.ParDo(
+            ParsePosts(cfg.max_record_bytes, cfg.max_text_chars)).with_outputs(DEAD_LETTER_TAG, main="posts")
+        posts = parsed.posts
+        dead_letters = [parsed[DEAD_LETTER_TAG]]
+        for name in cfg.steps:
+            step = STEP_REGISTRY[name](self.settings)
+            label = "".join(part.capitalize() for part in name.split("_"))
+            posts, failures = posts | f"Detect{label}" >> RunInference(step).with_exception_handling()
+            dead_letters.append(failures.failed_inferences
+                                | f"{label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name))
+        enriched = posts | "Finish" >> beam.Map(finish)
+        dead = (dead_letters | "CollectDeadLetters" >> beam.Flatten()
+                | "CountDeadLetters" >> beam.Map(count_dead_letter))
+        return {"enriched": enriched, "dead_letters": dead}

@@ -1,0 +1,62 @@
+"""Beam sinks for `triage batch`: JSONL files, Elasticsearch and Kafka, for posts and dead letters."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator, Optional
+
+import apache_beam as beam
+
+from pipeline.clients import elasticsearch_client
+from pipeline.config import ElasticsearchSettings, KafkaSettings
+from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload
+from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
+from pipeline.sinks.kafka import KafkaWriter
+
+REJECTED_TAG = "rejected"
+
+
+def write_jsonl(pcoll: beam.PCollection, path: str, label: str) -> Any:
+    """Exactly one file at `path` (no shard suffix), one JSON document a line."""
+    return pcoll | label >> beam.io.WriteToText(path, num_shards=1, shard_name_template="")
+
+
+class IndexBatches(beam.DoFn):
+    """Bulk-indexes batches of posts; documents Elasticsearch rejects come out tagged as dead letters."""
+
+    def __init__(self, cfg: ElasticsearchSettings, index: Optional[str] = None) -> None:
+        self.cfg, self.index = cfg, index
+
+    def setup(self) -> None:
+        self._es = elasticsearch_client(self.cfg)
+        self._writer = ElasticsearchBulkWriter(self._es, self.cfg, self.index)
+
+    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
+        for post, reason in self._writer.write(batch):
+            record = RawRecord(post_payload(post), f"post:{post['id']}")
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, dead_letter("index_rejected", reason, record))
+
+    def teardown(self) -> None:
+        self._es.close()
+
+
+class ProduceBatches(beam.DoFn):
+    """Writes batches of posts (keyed by id) or dead letters (reason in headers) to a Kafka topic."""
+
+    def __init__(self, cfg: KafkaSettings, topic: str) -> None:
+        self.cfg, self.topic = cfg, topic
+
+    def setup(self) -> None:
+        self._writer = KafkaWriter(self.cfg)
+
+    def process(self, batch: list[Any]) -> None:
+        if batch and isinstance(batch[0], DeadLetter):
+            self._writer.write_dead_letters(self.topic, batch)
+        else:
+            self._writer.write_posts(self.topic, batch)
+
+    def teardown(self) -> None:
+        self._writer.close()
+
+
+def to_json_line(post: dict[str, Any]) -> str:
+    return json.dumps(post, ensure_ascii=False)

@@ -1,0 +1,120 @@
+"""Bounded sources for `triage batch`: JSONL files, a Kafka topic over an offset or time range, an index.
+
+Each yields RawRecords (bytes plus origin), so parsing and dead letters are handled once downstream.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator, Optional
+
+import apache_beam as beam
+from apache_beam.coders import BytesCoder
+from elasticsearch.helpers import scan
+from kafka import KafkaConsumer, TopicPartition
+
+import schemas
+from pipeline.clients import elasticsearch_client, kafka_options
+from pipeline.config import ElasticsearchSettings, KafkaSettings
+from pipeline.records import RawRecord, post_payload
+
+POST_FIELDS = tuple(schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"])
+
+
+class ReadJsonlFiles(beam.PTransform):
+    """One RawRecord per non-blank line of the files matching the glob patterns (bytes kept as they are)."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.patterns = patterns
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        reads = [pbegin | f"ReadLines[{i}]" >> beam.io.ReadFromTextWithFilename(pattern, coder=BytesCoder())
+                 for i, pattern in enumerate(self.patterns)]
+        return (reads | "MergeFiles" >> beam.Flatten()
+                | "SkipBlankLines" >> beam.Filter(lambda item: item[1].strip() != b"")
+                | "ToRawRecords" >> beam.MapTuple(lambda name, line: RawRecord(line, f"file:{name}")))
+
+
+def _offset_bound(consumer: KafkaConsumer, tp: TopicPartition, bound: Optional[str], default: int) -> int:
+    """An offset from 'earliest', 'latest', an integer offset, an ISO timestamp, or the default."""
+    if bound is None:
+        return default
+    if bound == "earliest":
+        return consumer.beginning_offsets([tp])[tp]
+    if bound == "latest":
+        return consumer.end_offsets([tp])[tp]
+    if bound.isdigit():
+        return int(bound)
+    millis = int(datetime.fromisoformat(bound.replace("Z", "+00:00")).timestamp() * 1000)
+    found = consumer.offsets_for_times({tp: millis})[tp]
+    return found.offset if found else consumer.end_offsets([tp])[tp]
+
+
+class ReadPartitionRange(beam.DoFn):
+    """Reads [start, end) of one partition, where end is fixed when the read starts (a bounded read)."""
+
+    def __init__(self, cfg: KafkaSettings, topic: str, start: Optional[str], end: Optional[str]) -> None:
+        self.cfg, self.topic, self.start, self.end = cfg, topic, start, end
+
+    def process(self, partition: int) -> Iterator[RawRecord]:
+        consumer = KafkaConsumer(**kafka_options(self.cfg), enable_auto_commit=False, group_id=None)
+        try:
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            first = _offset_bound(consumer, tp, self.start, consumer.beginning_offsets([tp])[tp])
+            last = _offset_bound(consumer, tp, self.end, consumer.end_offsets([tp])[tp])
+            if first >= last:
+                return
+            consumer.seek(tp, first)
+            while consumer.position(tp) < last:
+                for message in consumer.poll(timeout_ms=1000).get(tp, []):
+                    if message.offset >= last:
+                        return
+                    yield RawRecord(message.value or b"", f"kafka:{self.topic}/{partition}/{message.offset}")
+        finally:
+            consumer.close()
+
+
+class ReadKafkaRange(beam.PTransform):
+    def __init__(self, cfg: KafkaSettings, topic: str, start: Optional[str], end: Optional[str]) -> None:
+        super().__init__()
+        self.cfg, self.topic, self.start, self.end = cfg, topic, start, end
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        consumer = KafkaConsumer(**kafka_options(self.cfg))
+        try:
+            partitions = consumer.partitions_for_topic(self.topic)
+        finally:
+            consumer.close()
+        if not partitions:
+            raise ValueError(f"Kafka topic '{self.topic}' does not exist at {self.cfg.bootstrap_servers}")
+        return (pbegin | "ListPartitions" >> beam.Create(sorted(partitions))
+                | "ReadPartitions" >> beam.ParDo(ReadPartitionRange(self.cfg, self.topic, self.start, self.end)))
+
+
+class ScanIndex(beam.DoFn):
+    """Re-reads the Post fields of indexed documents matching a query string (for reprocessing)."""
+
+    def __init__(self, cfg: ElasticsearchSettings, index: str, query: str) -> None:
+        self.cfg, self.index, self.query = cfg, index, query
+
+    def process(self, _: Any) -> Iterator[RawRecord]:
+        es = elasticsearch_client(self.cfg)
+        try:
+            body = {"query": {"query_string": {"query": self.query}}, "_source": list(POST_FIELDS)}
+            for hit in scan(es, index=self.index, query=body, size=500):
+                post = {k: v for k, v in hit["_source"].items() if k in POST_FIELDS}
+                yield RawRecord(post_payload(post), f"es:{self.index}/{hit['_id']}")
+        finally:
+            es.close()
+
+
+class ReadIndex(beam.PTransform):
+    def __init__(self, cfg: ElasticsearchSettings, index: str, query: str) -> None:
+        super().__init__()
+        self.cfg, self.index, self.query = cfg, index, query
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (pbegin | "Start" >> beam.Create([None])
+                | "ScanIndex" >> beam.ParDo(ScanIndex(self.cfg, self.index, self.query))
+                | "Redistribute" >> beam.Reshuffle())

@@ -1,0 +1,66 @@
+"""`triage setup`: create Kafka topics, the index template and the first index with its aliases.
+
+Idempotent, so it can run at every deployment. The index is versioned behind two aliases: agents
+and analysts read `<prefix>`, the pipeline writes `<prefix>-write`; a later reindex can build a new
+version and swap the aliases without anyone noticing.
+"""
+from __future__ import annotations
+
+from elasticsearch import Elasticsearch
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+import schemas
+from pipeline.clients import elasticsearch_client, kafka_options
+from pipeline.config import ElasticsearchSettings, KafkaSettings, Settings
+
+
+def create_topics(cfg: KafkaSettings) -> list[str]:
+    admin = KafkaAdminClient(**kafka_options(cfg))
+    try:
+        existing = set(admin.list_topics())
+        lines = []
+        for role, spec in schemas.kafka_topics().items():
+            name = getattr(cfg.topics, role)
+            if name in existing:
+                lines.append(f"topic {name}: exists")
+                continue
+            topic = NewTopic(name, spec["partitions"], cfg.replication_factor, topic_configs=spec["config"])
+            try:
+                admin.create_topics([topic])
+                lines.append(f"topic {name}: created ({spec['partitions']} partitions)")
+            except TopicAlreadyExistsError:
+                lines.append(f"topic {name}: exists")
+        return lines
+    finally:
+        admin.close()
+
+
+def first_index_name(cfg: ElasticsearchSettings) -> str:
+    return f"{cfg.index_prefix}-000001"
+
+
+def install_index(es: Elasticsearch, cfg: ElasticsearchSettings) -> list[str]:
+    es.indices.put_index_template(name=cfg.index_prefix, **schemas.index_template(cfg.index_prefix))
+    lines = [f"index template {cfg.index_prefix}: installed"]
+    if es.indices.exists_alias(name=cfg.write_alias):
+        lines.append(f"write alias {cfg.write_alias}: exists")
+        return lines
+    index = first_index_name(cfg)
+    es.indices.create(index=index, aliases={cfg.read_alias: {}, cfg.write_alias: {"is_write_index": True}})
+    lines.append(f"index {index}: created (read alias {cfg.read_alias}, write alias {cfg.write_alias})")
+    return lines
+
+
+def setup_all(settings: Settings, kafka: bool = True, elasticsearch: bool = True) -> list[str]:
+    lines = []
+    if kafka:
+        lines += create_topics(settings.kafka)
+    if elasticsearch:
+        es = elasticsearch_client(settings.elasticsearch)
+        try:
+            lines += install_index(es, settings.elasticsearch)
+        finally:
+            es.close()
+    return lines

@@ -1,0 +1,75 @@
+"""What flows into the pipeline (raw bytes with their origin) and what falls out of it (dead letters).
+
+Every source, file, Kafka or Elasticsearch, hands the pipeline RawRecords, so parsing, validation
+and the dead-letter policy exist once. A dead letter keeps the original bytes untouched: whoever
+fixes the cause can replay exactly what arrived.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any, NamedTuple, Optional
+
+import schemas
+
+
+class RawRecord(NamedTuple):
+    payload: bytes
+    origin: str  # where it came from: "file:PATH", "kafka:TOPIC/PARTITION/OFFSET", "es:INDEX/ID"
+
+
+class DeadLetter(NamedTuple):
+    reason_code: str  # short and stable, for counting: invalid_json, schema_violation, index_rejected, ...
+    reason: str  # one readable line; never contains field values
+    origin: str
+    payload: bytes
+    failed_at: str
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "reason_code": self.reason_code, "reason": self.reason, "origin": self.origin,
+            "failed_at": self.failed_at, "payload_base64": base64.b64encode(self.payload).decode("ascii"),
+        })
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        return [("triage.reason_code", self.reason_code.encode()), ("triage.reason", self.reason.encode()),
+                ("triage.origin", self.origin.encode()), ("triage.failed_at", self.failed_at.encode())]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dead_letter(reason_code: str, reason: str, record: RawRecord) -> DeadLetter:
+    return DeadLetter(reason_code, reason, record.origin, record.payload, utc_now())
+
+
+def post_payload(post: dict[str, Any]) -> bytes:
+    """The bytes a post is carried as: compact UTF-8 JSON."""
+    return json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) -> dict[str, Any] | DeadLetter:
+    """Decode and validate one raw record as a Post, or say exactly why it cannot be one."""
+    size = len(record.payload)
+    if size > max_record_bytes:
+        return dead_letter("oversized_record", f"record is {size} bytes, limit is {max_record_bytes}", record)
+    try:
+        text = record.payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead_letter("invalid_utf8", f"not UTF-8: byte {exc.start} cannot be decoded", record)
+    try:
+        post = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return dead_letter("invalid_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", record)
+    if not isinstance(post, dict):
+        return dead_letter("not_an_object", f"expected a JSON object, got {type(post).__name__}", record)
+    if isinstance(post.get("text"), str) and not post["text"].strip():
+        return dead_letter("empty_text", "text is empty or only whitespace", record)
+    error: Optional[str] = schemas.first_error(schemas.POST_SCHEMA, post)
+    if error:
+        return dead_letter("schema_violation", error, record)
+    if len(post["text"]) > max_text_chars:
+        return dead_letter("text_too_long", f"text has {len(post['text'])} characters, limit is {max_text_chars}", record)
+    return post

@@ -1,0 +1,38 @@
+"""Keyed, acknowledged writes to Kafka for enriched posts and dead letters."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from kafka import KafkaProducer
+
+from pipeline.clients import kafka_options
+from pipeline.config import KafkaSettings
+from pipeline.records import DeadLetter, post_payload
+
+
+def producer(cfg: KafkaSettings) -> KafkaProducer:
+    """acks=all and idempotence: a write is done once every in-sync replica has it, and retries never duplicate."""
+    return KafkaProducer(**kafka_options(cfg), acks="all", enable_idempotence=True, linger_ms=5,
+                         retries=5, max_in_flight_requests_per_connection=5)
+
+
+class KafkaWriter:
+    def __init__(self, cfg: KafkaSettings) -> None:
+        self._producer = producer(cfg)
+        self._timeout_s = cfg.request_timeout_s
+
+    def write_posts(self, topic: str, posts: Sequence[dict[str, Any]]) -> None:
+        futures = [self._producer.send(topic, key=post["id"].encode("utf-8"), value=post_payload(post)) for post in posts]
+        self._wait(futures)
+
+    def write_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:
+        futures = [self._producer.send(topic, value=letter.payload, headers=letter.kafka_headers()) for letter in letters]
+        self._wait(futures)
+
+    def _wait(self, futures: list[Any]) -> None:
+        self._producer.flush(timeout=self._timeout_s)
+        for future in futures:
+            future.get(timeout=self._timeout_s)  # raises the broker's error, if any
+
+    def close(self) -> None:
+        self._producer.close(timeout=self._timeout_s)

