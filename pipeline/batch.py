@@ -76,7 +76,7 @@ class ReportProgress(beam.DoFn):
         from tqdm import tqdm
         tty = sys.stderr.isatty()
         self._bar = tqdm(total=self.total, unit=" posts", file=sys.stderr, mininterval=0.5 if tty else 10,
-                         dynamic_ncols=True, disable=False, leave=tty)
+                         dynamic_ncols=True)
 
     def process(self, record: RawRecord) -> Iterator[RawRecord]:
         self._bar.update(1)

@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine:  make demo  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+N      ?= 10000
+
+.PHONY: install demo test services-up services-down services-status setup bench-batch lock clean
+
+# The virtual environment, from the pinned lock file; re-done only when setup.py or the lock changes.
+$(STAMP): setup.py requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start local services, create topics and index, enrich and index the sample posts, print a summary.
+demo: install
+	$(BIN)/triage demo
+
+## Install, run the whole test suite against freshly started local services (or TRIAGE_KAFKA_BOOTSTRAP /
+## TRIAGE_ES_URL when set), stop them; non-zero exit on any failure.
+test: install
+	$(BIN)/python -m pytest
+
+services-up: install
+	$(BIN)/triage services up
+services-down: install
+	$(BIN)/triage services down
+services-status: install
+	$(BIN)/triage services status
+setup: install
+	$(BIN)/triage setup
+
+## Throughput and peak memory of batch enrichment (N posts, default 10000), JSONL->JSONL and JSONL->Elasticsearch.
+bench-batch: services-up
+	$(BIN)/triage bench --n $(N)
+
+## Refresh requirements.lock from the current environment (after changing setup.py).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .triage build *.egg-info

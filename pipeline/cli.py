@@ -1,0 +1,182 @@
+"""The `triage` command line: services, setup, batch, publish, query, demo, bench.
+
+Heavy modules (Beam, clients) are imported inside the commands so that logging is configured first
+and `triage services up` starts instantly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from pipeline import logs
+from pipeline.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("triage")
+
+
+def _services(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import services
+    action = {"up": services.up, "down": services.down, "status": services.status}[args.action]
+    print("\n".join(action(settings.services)))
+    if args.action == "up":
+        print(f"Kafka: {settings.kafka.bootstrap_servers}   Elasticsearch: {settings.elasticsearch.url}")
+    return 0
+
+
+def _setup(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.provision import setup_all
+    print("\n".join(setup_all(settings, kafka=not args.no_kafka, elasticsearch=not args.no_elasticsearch)))
+    return 0
+
+
+def _batch(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import report
+    from pipeline.batch import BatchJob, run
+    job = BatchJob(inputs=args.input, output=args.output, dead_letters=args.dead_letters, kafka_from=args.kafka_from,
+                   kafka_to=args.kafka_to, query=args.query, max_errors=args.max_errors, beam_args=args.beam_args)
+    summary = run(settings, job)
+    print(report.format_batch_summary(summary))
+    if args.summary_json:
+        with open(args.summary_json, "w", encoding="utf-8") as handle:
+            json.dump({"counters": summary.counters, "seconds": summary.seconds}, handle, indent=1)
+    dead = summary.count("dead_letters")
+    if args.max_errors is not None and dead > args.max_errors:
+        print(f"FAILED: {dead} dead letters, more than --max-errors {args.max_errors}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _publish(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.jsonl_publisher import publish
+    count = publish(settings.kafka, args.input, args.topic)
+    print(f"published {count} records to {args.topic or settings.kafka.topics.raw}")
+    return 0
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import query
+    from pipeline.clients import elasticsearch_client
+    filters = query.QueryFilters(text=" ".join(args.text) or None, source=args.source, language=args.language,
+                                 sentiment=args.sentiment, intent=args.intent, pii_type=args.pii_type, pii=args.pii,
+                                 since=args.since, until=args.until)
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        if args.summary:
+            result = query.summarize(es, settings.elasticsearch.read_alias, filters, args.interval)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else query.format_summary(result))
+        else:
+            result = query.search(es, settings.elasticsearch.read_alias, filters, args.size)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else query.format_posts(result))
+    finally:
+        es.close()
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import demo
+    return demo.run(settings, args.samples, start_services=not args.no_services)
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import bench
+    return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML configuration file (default: $TRIAGE_CONFIG, then built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[Settings, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("services", _services, "Start, stop or check the local Kafka- and Elasticsearch-compatible servers.")
+    sub.add_argument("action", choices=["up", "down", "status"])
+
+    sub = command("setup", _setup, "Create the Kafka topics, the index template and the index aliases (idempotent).")
+    sub.add_argument("--no-kafka", action="store_true", help="only set up Elasticsearch")
+    sub.add_argument("--no-elasticsearch", action="store_true", help="only set up Kafka")
+
+    sub = command("batch", _batch, "Enrich posts with the Beam pipeline: files, a Kafka range or an index in; "
+                                   "a file, Elasticsearch or Kafka out.")
+    sub.add_argument("--input", action="append", required=True,
+                     help="JSONL path or glob, 'kafka[:TOPIC]', or 'es[:INDEX]' (repeatable)")
+    sub.add_argument("--output", required=True, help="JSONL path, 'es[:INDEX]' or 'kafka[:TOPIC]'")
+    sub.add_argument("--dead-letters", help="JSONL path or 'kafka[:TOPIC]' (default: beside a file output, "
+                                            "the dead-letter topic for Kafka output, else ./dead-letters.jsonl)")
+    sub.add_argument("--from", dest="kafka_from", help="Kafka input start: offset, earliest, latest or ISO time")
+    sub.add_argument("--to", dest="kafka_to", help="Kafka input end (exclusive): offset, latest or ISO time")
+    sub.add_argument("--query", default="*", help="Elasticsearch query string for index input (default: all)")
+    sub.add_argument("--max-errors", type=int, help="exit non-zero when more records than this are dead letters")
+    sub.add_argument("--summary-json", help="also write the run's counters to this JSON file")
+    sub.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="after --: Beam pipeline options, e.g. -- --runner=FlinkRunner --setup_file=./setup.py")
+
+    sub = command("publish", _publish, "Send Post records from JSONL files to the raw-posts Kafka topic.")
+    sub.add_argument("--input", action="append", required=True, help="JSONL path or glob (repeatable)")
+    sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
+
+    sub = command("query", _query, "Search the posts index (redacted text) or summarise it.")
+    sub.add_argument("text", nargs="*", help="full-text query (German and English stemming; +, | and - work)")
+    for facet in ("source", "language", "sentiment", "intent", "pii-type"):
+        sub.add_argument(f"--{facet}", action="append", default=[], help=f"only posts with this {facet} (repeatable)")
+    sub.add_argument("--pii", action=argparse.BooleanOptionalAction, default=None,
+                     help="only posts with (--pii) or without (--no-pii) personal data")
+    sub.add_argument("--since", help="created at or after (e.g. 2026-11-01 or now-7d)")
+    sub.add_argument("--until", help="created at or before")
+    sub.add_argument("--size", type=int, default=20, help="posts to show (default 20)")
+    sub.add_argument("--summary", action="store_true", help="counts by source, language, labels and day")
+    sub.add_argument("--interval", default="day", choices=["hour", "day", "week", "month"])
+    sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise.")
+    sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")
+    sub.add_argument("--no-services", action="store_true", help="use the Kafka/Elasticsearch in the configuration")
+
+    sub = command("bench", _bench, "Benchmark batch enrichment: JSONL to JSONL and JSONL to Elasticsearch.")
+    sub.add_argument("--n", type=int, default=10_000, help="posts to enrich (default 10000)")
+    sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")
+    sub.add_argument("--workdir", default=".triage/bench", help="where generated input and outputs go")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "beam_args", None) and args.beam_args[0] == "--":
+        args.beam_args = args.beam_args[1:]
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.logging)
+    try:
+        return args.handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for users; the traceback goes to the debug log
+        log.debug("command failed", exc_info=True)
+        print(f"triage {args.command}: {_explain(exc)}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: Exception) -> str:
+    """Turn connection failures into advice; other errors are shown as they are."""
+    from elastic_transport import ConnectionError as EsConnectionError
+    from kafka.errors import NoBrokersAvailable
+    if isinstance(exc, NoBrokersAvailable):
+        return ("cannot reach Kafka (kafka.bootstrap_servers / TRIAGE_KAFKA_BOOTSTRAP). "
+                "Start the local services with `triage services up`, or point TRIAGE_KAFKA_BOOTSTRAP at your cluster.")
+    if isinstance(exc, EsConnectionError):
+        return ("cannot reach Elasticsearch (elasticsearch.url / TRIAGE_ES_URL). "
+                "Start the local services with `triage services up`, or point TRIAGE_ES_URL at your cluster.")
+    return f"{type(exc).__name__}: {exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
