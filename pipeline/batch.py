@@ -137,8 +137,10 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[T
     output = Target.parse(job.output, topics.enriched, es.write_alias)
     dead_target = Target.parse(job.dead_letters or default_dead_letters(output), topics.dead_letter, es.write_alias)
     inputs = [Target.parse(spec, topics.raw, es.read_alias) for spec in job.inputs]
-    reads = []
     files = [t.name for t in inputs if t.kind == "file"]
+    local = files and len(files) == len(inputs) and not any("://" in f for f in files)
+    total = _count_lines(files) if local else None  # also fails early, and clearly, on a missing file
+    reads = []
     if files:
         reads.append(pipeline | "ReadJsonl" >> sources.ReadJsonlFiles(files))
     for i, target in enumerate(t for t in inputs if t.kind == "kafka"):
@@ -147,7 +149,6 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[T
     for i, target in enumerate(t for t in inputs if t.kind == "es"):
         reads.append(pipeline | f"ReadIndex[{i}]" >> sources.ReadIndex(es, target.name, job.query))
     records = reads[0] if len(reads) == 1 else reads | "MergeInputs" >> beam.Flatten()
-    total = _count_lines(files) if files and len(files) == len(inputs) else None
     records = records | "ReportProgress" >> beam.ParDo(ReportProgress(total))
     enriched = records | "Enrich" >> EnrichPosts(settings)
     rejected = _write_posts(enriched["enriched"], output, settings)

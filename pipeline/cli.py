@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(exc: Exception) -> str:
     """Turn connection failures into advice; other errors are shown as they are."""
     from elastic_transport import ConnectionError as EsConnectionError
-    from kafka.errors import NoBrokersAvailable
-    if isinstance(exc, NoBrokersAvailable):
+    from kafka.errors import KafkaTimeoutError
+    if isinstance(exc, KafkaTimeoutError) and "bootstrap" in str(exc):
         return ("cannot reach Kafka (kafka.bootstrap_servers / TRIAGE_KAFKA_BOOTSTRAP). "
                 "Start the local services with `triage services up`, or point TRIAGE_KAFKA_BOOTSTRAP at your cluster.")
     if isinstance(exc, EsConnectionError):

@@ -15,6 +15,7 @@ def kafka_options(cfg: KafkaSettings) -> dict[str, Any]:
         "client_id": cfg.client_id,
         "security_protocol": cfg.security_protocol,
         "request_timeout_ms": int(cfg.request_timeout_s * 1000),
+        "bootstrap_timeout_ms": int(cfg.connect_timeout_s * 1000),
     }
     if cfg.sasl_mechanism:
         options["sasl_mechanism"] = cfg.sasl_mechanism

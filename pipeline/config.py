@@ -55,6 +55,7 @@ class KafkaSettings(_Section):
     client_id: str
     replication_factor: int = Field(ge=1)
     request_timeout_s: float = Field(gt=0)
+    connect_timeout_s: float = Field(gt=0)
     topics: KafkaTopics
 
 

@@ -1,0 +1,103 @@
+"""Shared fixtures.
+
+Integration tests talk to real servers over the network. By default the project's own service
+manager starts the local stand-ins (pipeline/services.py) on test ports with throw-away data and
+stops them at the end. With TRIAGE_KAFKA_BOOTSTRAP and/or TRIAGE_ES_URL set (and, for secured
+clusters, TRIAGE_ES_API_KEY, TRIAGE_KAFKA_SASL_* ...), they run against those servers instead and
+start nothing. Every session uses its own topic and index names and removes them afterwards.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from pipeline import services
+from pipeline.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "data" / "samples" / "posts.jsonl"
+TEST_KAFKA_PORT = int(os.environ.get("TRIAGE_TEST_KAFKA_PORT", "29092"))
+TEST_ES_PORT = int(os.environ.get("TRIAGE_TEST_ES_PORT", "29200"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs Kafka and Elasticsearch (local or given by env)")
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def config_file(tmp_path_factory: pytest.TempPathFactory, run_id: str) -> Iterator[Path]:
+    """A config file for this test session; TRIAGE_CONFIG points at it so CLI calls and notebooks use it too."""
+    root = tmp_path_factory.mktemp("triage")
+    config = {
+        "kafka": {"bootstrap_servers": f"127.0.0.1:{TEST_KAFKA_PORT}",
+                  "topics": {"raw": f"test-{run_id}.posts.raw", "enriched": f"test-{run_id}.posts.enriched",
+                             "dead_letter": f"test-{run_id}.posts.dead-letter"}},
+        "elasticsearch": {"url": f"http://127.0.0.1:{TEST_ES_PORT}", "index_prefix": f"test-{run_id}-posts",
+                          "retry_backoff_s": 0.05},
+        "services": {"data_dir": str(root / "services"), "kafka_port": TEST_KAFKA_PORT, "es_port": TEST_ES_PORT},
+        "logging": {"level": "WARNING", "format": "text"},
+    }
+    path = root / "triage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    previous = os.environ.get("TRIAGE_CONFIG")
+    os.environ["TRIAGE_CONFIG"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("TRIAGE_CONFIG", None)
+    else:
+        os.environ["TRIAGE_CONFIG"] = previous
+
+
+@pytest.fixture(scope="session")
+def settings(config_file: Path) -> Settings:
+    """Settings for unit tests and integration tests alike (no server is contacted to build them)."""
+    return load_settings()
+
+
+def _external() -> bool:
+    return bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIAGE_ES_URL"))
+
+
+@pytest.fixture(scope="session")
+def live(settings: Settings) -> Iterator[Settings]:
+    """Running Kafka and Elasticsearch with this session's topics and index; cleaned up afterwards."""
+    from pipeline.clients import elasticsearch_client, kafka_options
+    from pipeline.provision import setup_all
+
+    started = not _external()
+    if started:
+        services.up(settings.services)
+    try:
+        setup_all(settings)
+        yield settings
+    finally:
+        if started:
+            services.down(settings.services)
+        else:
+            from kafka import KafkaAdminClient
+            es = elasticsearch_client(settings.elasticsearch)
+            es.indices.delete(index=f"{settings.elasticsearch.index_prefix}-*", ignore_unavailable=True)
+            es.indices.delete_index_template(name=settings.elasticsearch.index_prefix)
+            es.close()
+            admin = KafkaAdminClient(**kafka_options(settings.kafka))
+            topics = settings.kafka.topics
+            admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
+            admin.close()
+
+
+@pytest.fixture(scope="session")
+def es(live: Settings):  # type: ignore[no-untyped-def]
+    from pipeline.clients import elasticsearch_client
+    client = elasticsearch_client(live.elasticsearch)
+    yield client
+    client.close()

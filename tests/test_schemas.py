@@ -1,0 +1,49 @@
+"""The JSON Schemas are the contract: samples satisfy them, bad records fail them, the index maps them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import schemas
+from conftest import SAMPLES
+
+
+def test_every_sample_post_is_valid() -> None:
+    for line in SAMPLES.read_text(encoding="utf-8").splitlines():
+        post = json.loads(line)
+        assert schemas.first_error(schemas.POST_SCHEMA, post) is None, post["id"]
+
+
+@pytest.mark.parametrize("post,where", [
+    ({"source": "twitter", "text": "hi"}, "'id' is a required property"),
+    ({"id": "a XYZ", "source": "twitter", "text": "hi"}, "id:"),
+    ({"id": "t:1", "source": "Twitter!", "text": "hi"}, "source:"),
+    ({"id": "t:1", "source": "twitter", "text": 5}, "text:"),
+    ({"id": "t:1", "source": "twitter", "text": "hi", "created_at": "yesterday-XYZ"}, "created_at:"),
+    ({"id": "t:1", "source": "twitter", "text": "hi", "author": {"followers": -1}}, "author/followers:"),
+    ({"id": "t:1", "source": "twitter", "text": "hi", "colour": "red-XYZ"}, "'colour' was unexpected"),
+])
+def test_invalid_posts_are_named_without_their_values(post: dict, where: str) -> None:
+    error = schemas.first_error(schemas.POST_SCHEMA, post)
+    assert error is not None and where in error
+    assert "XYZ" not in error
+
+
+def test_enriched_schema_accepts_post_fields_and_rejects_unknown_ones() -> None:
+    enriched = {"id": "t:1", "source": "twitter", "text": "hi", "title": None,
+                "language": {"code": "und", "score": 0.0}, "pii": {"found": False, "types": [], "spans": []},
+                "text_redacted": "hi", "model_versions": {"language": "x"}, "processed_at": "2026-11-01T10:00:00Z"}
+    assert schemas.first_error(schemas.ENRICHED_POST_SCHEMA, enriched) is None
+    assert "sentiment" in schemas.first_error(schemas.ENRICHED_POST_SCHEMA, {**enriched, "sentiment": {"label": "x"}})
+    assert "unexpected" in schemas.first_error(schemas.ENRICHED_POST_SCHEMA, {**enriched, "extra": 1})
+
+
+def test_index_template_maps_every_enriched_field() -> None:
+    post_fields = schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"]
+    enriched_fields = schemas.load_json(schemas.ENRICHED_POST_SCHEMA)["properties"]
+    mapped = schemas.index_template("x")["template"]["mappings"]["properties"]
+    assert set(post_fields) | set(enriched_fields) <= set(mapped)
+    assert mapped["text"]["fields"]["de"]["analyzer"] == "german"
+    assert mapped["text"]["fields"]["en"]["analyzer"] == "english"
+    assert schemas.index_template("triage-posts")["index_patterns"] == ["triage-posts-*"]
