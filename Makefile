@@ -24,7 +24,7 @@ demo: install
 ## Install, run the whole test suite against freshly started local services (or TRIAGE_KAFKA_BOOTSTRAP /
 ## TRIAGE_ES_URL when set), stop them; non-zero exit on any failure.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests -ra -W ignore::DeprecationWarning
 
 services-up: install
 	$(BIN)/triage services up

@@ -81,16 +81,17 @@ class Service:
 def services_for(cfg: ServicesSettings) -> list[Service]:
     """The processes that make up the local Kafka + Elasticsearch for this configuration."""
     root = Path(cfg.data_dir).resolve()
-    noida_only = "elasticsearch" if cfg.kafka_server == "tansu" else "kafka,elasticsearch"
+    kafka_in_noida = cfg.kafka_server == "noida"
+    argv = [_noida_binary(), "start", "--only", "kafka,elasticsearch" if kafka_in_noida else "elasticsearch",
+            "--data-dir", str(root / "noida"), "--host", "127.0.0.1", "--elasticsearch-port", str(cfg.es_port)]
+    if kafka_in_noida:
+        argv += ["--kafka-port", str(cfg.kafka_port)]
     noida = Service(
-        "noida",
-        [_noida_binary(), "start", "--only", noida_only, "--data-dir", str(root / "noida"), "--host", "127.0.0.1",
-         "--kafka-port", str(cfg.kafka_port), "--elasticsearch-port", str(cfg.es_port)],
-        [cfg.es_port] + ([cfg.kafka_port] if cfg.kafka_server == "noida" else []),
-        lambda: _es_healthy(cfg.es_port) and (cfg.kafka_server != "noida" or port_open(cfg.kafka_port)),
+        "noida", argv, [cfg.es_port] + ([cfg.kafka_port] if kafka_in_noida else []),
+        lambda: _es_healthy(cfg.es_port) and (not kafka_in_noida or port_open(cfg.kafka_port)),
         root,
     )
-    if cfg.kafka_server == "noida":
+    if kafka_in_noida:
         return [noida]
     listener = f"tcp://127.0.0.1:{cfg.kafka_port}"
     tansu = Service(

@@ -101,3 +101,22 @@ def es(live: Settings):  # type: ignore[no-untyped-def]
     client = elasticsearch_client(live.elasticsearch)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def enriched_samples(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> list[dict]:
+    """The sample posts enriched JSONL -> JSONL: the direct figures that index-based views must equal."""
+    import json
+    from pipeline.cli import main
+    out = tmp_path_factory.mktemp("enriched") / "samples.jsonl"
+    assert main(["batch", "--input", str(SAMPLES), "--output", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="session")
+def indexed_samples(live: Settings, es) -> int:  # type: ignore[no-untyped-def]
+    """The sample posts enriched into this session's index (through the write alias); returns the count."""
+    from pipeline.cli import main
+    assert main(["batch", "--input", str(SAMPLES), "--output", "es"]) == 0
+    es.indices.refresh(index=live.elasticsearch.read_alias)  # real Elasticsearch needs it to see its own writes
+    return sum(1 for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line.strip())

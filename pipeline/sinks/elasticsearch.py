@@ -41,7 +41,8 @@ def _rejection_reason(error: dict[str, Any]) -> str:
 
 class ElasticsearchBulkWriter:
     def __init__(self, es: Elasticsearch, cfg: ElasticsearchSettings, index: str | None = None) -> None:
-        self.es = es
+        # This writer owns retries (per document, bounded, with backoff): switch off the client's own.
+        self.es = es.options(max_retries=0, retry_on_status=())
         self.cfg = cfg
         self.index = index or cfg.write_alias
 

@@ -1,0 +1,80 @@
+"""What analysts see: `triage query` and the notebook agree with direct counts and never show personal data."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.integration
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def _query_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    capsys.readouterr()
+    assert main(["query", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_summary_equals_direct_counts(indexed_samples: int, enriched_samples: list[dict],
+                                      capsys: pytest.CaptureFixture) -> None:
+    summary = _query_json(capsys, "--summary")
+    assert summary["total"] == indexed_samples == len(enriched_samples)
+    assert summary["source"] == dict(Counter(p["source"] for p in enriched_samples))
+    assert summary["language"] == dict(Counter(p["language"]["code"] for p in enriched_samples))
+    assert summary["pii_found"] == sum(p["pii"]["found"] for p in enriched_samples)
+    assert summary["pii_type"] == dict(Counter(t for p in enriched_samples for t in p["pii"]["types"]))
+    assert sum(summary["over_time"].values()) == indexed_samples
+
+
+def test_filters_and_full_text(indexed_samples: int, enriched_samples: list[dict],
+                               capsys: pytest.CaptureFixture) -> None:
+    german_twitter = [p for p in enriched_samples if p["source"] == "twitter" and p["language"]["code"] == "de"]
+    result = _query_json(capsys, "--source", "twitter", "--language", "de", "--size", "500")
+    assert result["total"] == len(german_twitter)
+    with_iban = [p for p in enriched_samples if "iban" in p["pii"]["types"]]
+    assert _query_json(capsys, "--pii-type", "iban")["total"] == len(with_iban) > 0
+    assert _query_json(capsys, "--no-pii")["total"] == sum(not p["pii"]["found"] for p in enriched_samples)
+    hits = _query_json(capsys, "Glasfaseranschluss", "--size", "50")["posts"]
+    assert hits and all("glasfaser" in p["text_redacted"].lower() for p in hits)
+    window = _query_json(capsys, "--since", "2026-11-03", "--until", "2026-11-04T23:59:59Z", "--size", "0")
+    assert window["total"] == sum("2026-11-03" <= p["created_at"][:10] <= "2026-11-04" for p in enriched_samples)
+
+
+def test_query_output_never_contains_personal_data(indexed_samples: int, enriched_samples: list[dict],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    values = {p["text"][s["start"]:s["end"]] for p in enriched_samples for s in p["pii"]["spans"]}
+    assert values
+    for args in (["--pii", "--size", "500"], ["--pii", "--size", "500", "--json"]):
+        capsys.readouterr()
+        assert main(["query", *args]) == 0
+        shown = capsys.readouterr().out
+        assert "[IBAN]" in shown
+        leaked = [v for v in values if v in shown]
+        assert leaked == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_notebook_runs_against_the_index_and_matches_direct_counts(notebook: Path, indexed_samples: int,
+                                                                   enriched_samples: list[dict],
+                                                                   tmp_path: Path) -> None:
+    nb = nbformat.read(notebook, as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "commit notebooks stripped"
+    os.environ["TRIAGE_NOTEBOOK_OUTPUT"] = str(tmp_path)
+    try:
+        NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.pop("TRIAGE_NOTEBOOK_OUTPUT", None)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert f"total_posts={indexed_samples}" in printed
+    languages = Counter(p["language"]["code"] for p in enriched_samples)
+    line = next(l for l in printed.splitlines() if l.startswith("language_counts="))
+    shown = dict(item.split(":") for item in line.removeprefix("language_counts=").split(","))
+    assert {k: int(v) for k, v in shown.items()} == dict(languages)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["language_mix.png", "volume_by_day_and_source.png"]

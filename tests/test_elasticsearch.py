@@ -1,0 +1,113 @@
+"""Elasticsearch: setup, idempotent indexing by post id, rejections and retries."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from conftest import SAMPLES
+from pipeline.cli import main
+from pipeline.clients import elasticsearch_client
+from pipeline.config import Settings
+from pipeline.provision import first_index_name, setup_all
+from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
+
+pytestmark = pytest.mark.integration
+
+
+def test_setup_is_idempotent_and_creates_versioned_index_behind_aliases(live: Settings, es) -> None:
+    again = setup_all(live)
+    assert any("exists" in line for line in again)
+    cfg = live.elasticsearch
+    aliases = es.indices.get_alias(name=f"{cfg.read_alias},{cfg.write_alias}").body
+    index = first_index_name(cfg)
+    assert set(aliases) == {index}
+    assert aliases[index]["aliases"][cfg.write_alias].get("is_write_index") is True
+    mapping = es.indices.get_mapping(index=index).body[index]["mappings"]["properties"]
+    assert mapping["text"]["fields"]["de"]["analyzer"] == "german"
+    assert mapping["pii"]["properties"]["types"]["type"] == "keyword"
+
+
+def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, indexed_samples: int) -> None:
+    alias = live.elasticsearch.read_alias
+    assert es.count(index=alias)["count"] == indexed_samples
+    assert main(["batch", "--input", str(SAMPLES), "--output", "es"]) == 0
+    es.indices.refresh(index=alias)
+    assert es.count(index=alias)["count"] == indexed_samples
+    first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[0])
+    doc = es.get(index=alias, id=first["id"])
+    assert doc["_source"]["text"] == first["text"]
+    assert doc["_source"]["language"]["code"] in ("de", "en", "und")
+
+
+def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Settings, es) -> None:
+    writer = ElasticsearchBulkWriter(es, live.elasticsearch)
+    good = {"id": "test:good-1", "source": "twitter", "text": "ok", "created_at": "2026-11-02T10:00:00Z"}
+    bad = {"id": "test:bad-1", "source": "twitter", "text": "ok", "created_at": "not-a-date-XYZ"}
+    rejected = writer.write([good, bad])
+    assert [r.post["id"] for r in rejected] == ["test:bad-1"]
+    assert "created_at" in rejected[0].reason or "parse" in rejected[0].reason
+    assert "XYZ" not in rejected[0].reason
+    es.indices.refresh(index=live.elasticsearch.read_alias)
+    assert es.exists(index=live.elasticsearch.read_alias, id="test:good-1")
+    es.delete(index=live.elasticsearch.write_alias, id="test:good-1", refresh=True)
+
+
+class _ThrottlingElasticsearch(BaseHTTPRequestHandler):
+    """Answers like Elasticsearch: the first `throttled` bulk calls get 429, later ones succeed per item."""
+    throttled = 1
+    calls = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        type(self).calls += 1
+        if type(self).calls <= type(self).throttled:
+            status, payload = 429, {"error": {"type": "es_rejected_execution_exception"}, "status": 429}
+        else:
+            ids = [json.loads(line)["index"]["_id"] for line in body.splitlines()[::2]]
+            status = 200
+            payload = {"errors": False, "took": 1,
+                       "items": [{"index": {"_id": i, "status": 201, "result": "created"}} for i in ids]}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_PUT = do_POST  # noqa: N815
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def throttling_server() -> Iterator[tuple[str, type[_ThrottlingElasticsearch]]]:
+    handler = type("Handler", (_ThrottlingElasticsearch,), {"calls": 0, "throttled": 1})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+def test_throttling_is_retried_then_succeeds(settings: Settings, throttling_server) -> None:
+    url, handler = throttling_server
+    cfg = settings.elasticsearch.model_copy(update={"url": url, "max_retries": 3, "retry_backoff_s": 0.01})
+    writer = ElasticsearchBulkWriter(elasticsearch_client(cfg), cfg)
+    assert writer.write([{"id": "a:1", "text": "x"}, {"id": "a:2", "text": "y"}]) == []
+    assert handler.calls == 2
+
+
+def test_retries_are_bounded(settings: Settings, throttling_server) -> None:
+    url, handler = throttling_server
+    handler.throttled = 100
+    cfg = settings.elasticsearch.model_copy(update={"url": url, "max_retries": 2, "retry_backoff_s": 0.01})
+    writer = ElasticsearchBulkWriter(elasticsearch_client(cfg), cfg)
+    with pytest.raises(IndexUnavailable, match="after 2 retries"):
+        writer.write([{"id": "a:1", "text": "x"}])
+    assert handler.calls == 3
