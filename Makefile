@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 10000
 
-.PHONY: install demo test services-up services-down services-status setup bench-batch lock clean
+DATA   ?= ../shared/data
+
+.PHONY: install demo test train eval services-up services-down services-status setup bench-batch lock clean
 
 # The virtual environment, from the pinned lock file; re-done only when setup.py or the lock changes.
 $(STAMP): setup.py requirements.lock
@@ -38,6 +40,14 @@ setup: install
 ## Throughput and peak memory of batch enrichment (N posts, default 10000), JSONL->JSONL and JSONL->Elasticsearch.
 bench-batch: services-up
 	$(BIN)/triage bench --n $(N)
+
+## Train the adapters and heads in models/artifacts/ (about 30 min on 2 cores) from the public train/val/dev splits.
+train: install
+	$(BIN)/python -m models.train --data $(DATA)
+
+## Print every quality figure (public benchmarks from DATA, the team's intent, language and PII sets).
+eval: install
+	$(BIN)/triage eval --data $(DATA) --precision both
 
 ## Refresh requirements.lock from the current environment (after changing setup.py).
 lock:

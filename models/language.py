@@ -3,7 +3,8 @@
 py3langid restricted to the languages a team expects is both the most accurate and the fastest
 option measured here (see the README); restricting matters: unrestricted it confuses short German
 posts with Danish or Dutch. Posts with too few letters, or where the best guess is weak, come out
-as 'und' (undetermined) rather than a confident wrong answer.
+as 'und' (undetermined) rather than a confident wrong answer; so do one-word posts
+("Danke", "Kündigung!!!"), which no detector can place reliably.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class LanguageGuess:
 class LanguageDetector:
     """Detects the language of a text among configured ISO 639-1 candidates."""
 
-    def __init__(self, languages: list[str], min_score: float, min_letters: int) -> None:
+    def __init__(self, languages: list[str], min_score: float, min_letters: int, min_words: int = 2) -> None:
         self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         unknown = sorted(set(languages) - set(self._identifier.nb_classes))
         if unknown:
@@ -39,6 +40,7 @@ class LanguageDetector:
         self._identifier.set_languages(languages)
         self._min_score = min_score
         self._min_letters = min_letters
+        self._min_words = min_words
 
     @property
     def version(self) -> str:
@@ -46,7 +48,8 @@ class LanguageDetector:
 
     def detect(self, text: str) -> LanguageGuess:
         cleaned = _NOISE.sub(" ", text)
-        if len(_LETTER.findall(cleaned)) < self._min_letters:
+        words = sum(1 for word in cleaned.split() if _LETTER.search(word))
+        if words < self._min_words or len(_LETTER.findall(cleaned)) < self._min_letters:
             return LanguageGuess(UNDETERMINED, 0.0)
         code, score = self._identifier.classify(cleaned)
         if score < self._min_score:

@@ -34,14 +34,15 @@ DATE_OF_BIRTH = re.compile(
     rf"(?:geboren|geb\.|Geburtsdatum|Geburtstag|Geb\.-?Datum|born|birthday|date of birth|d\.o\.b\.|DOB)"
     rf"[^\d\n]{{0,25}}?(?P<value>{_DATE})", re.IGNORECASE)
 
-_STREET_SUFFIX_DE = r"(?:straße|strasse|str\.|weg|gasse|allee|platz|ring|damm|chaussee|steig|pfad|ufer)"
+_STREET_SUFFIX_DE = r"(?:straße|strasse|str\.|weg|gasse|allee|platz|ring|damm|chaussee|pfad|ufer|kai)"
 _STREET_WORD_DE = r"(?:Straße|Strasse|Str\.|Weg|Gasse|Allee|Platz|Ring|Damm|Chaussee|Ufer)"
 _HOUSE_NUMBER = r"\s?\d{1,4}(?:\s?[a-zA-Z]\b)?(?:\s?[-/]\s?\d{1,4})?"
 ADDRESS = re.compile(
     rf"\b[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜa-zäöüß]+)*{_STREET_SUFFIX_DE}{_HOUSE_NUMBER}"
     rf"|\b(?:[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ][a-zäöüß]+)*\s){{1,2}}{_STREET_WORD_DE}{_HOUSE_NUMBER}"
+    rf"|\b(?:[A-ZÄÖÜ][a-zäöüß]+-)+{_STREET_WORD_DE}{_HOUSE_NUMBER}"
     rf"|\b\d{{1,5}}[a-zA-Z]?\s(?:[A-Z][a-z]+\s){{1,3}}"
-    rf"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|Close|Crescent|Terrace|Square|Gardens)\b\.?")
+    rf"(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|Close|Crescent|Terrace|Square|Gardens|Parkway|Pkwy)\b\.?")
 
 # Words that follow five-digit numbers but are not towns ("10000 Euro", "12000 Follower").
 _NOT_A_TOWN = {

@@ -67,11 +67,41 @@ def run_batch_benchmark(settings: Settings, samples: str, n: int, workdir: str, 
         records = summary["counters"].get("records_in", 0)
         rows.append({"scenario": name, "posts": records, **measured, "pipeline_s": summary["seconds"],
                      "posts_per_s": records / summary["seconds"], "posts_per_s_wall": records / measured["wall_s"]})
+    if "understanding" in settings.enrichment.steps:
+        rows.append(_naive_baseline(settings, source, min(n, 2000), work, env))
     print(f"Batch enrichment benchmark: {n} posts, steps {', '.join(settings.enrichment.steps)}, "
           f"{os.cpu_count()} CPUs")
     print(f"{'scenario':<24} {'posts':>7} {'posts/s':>9} {'pipeline s':>11} {'wall s':>8} {'wall posts/s':>13} {'peak RSS MB':>12}")
     for r in rows:
         print(f"{r['scenario']:<24} {r['posts']:>7} {r['posts_per_s']:>9.0f} {r['pipeline_s']:>11.1f} {r['wall_s']:>8.1f} "
               f"{r['posts_per_s_wall']:>13.0f} {r['peak_rss_mb']:>12.0f}")
+    if len(rows) == 3:
+        print(f"full enrichment (one encoder pass, all steps) vs naive (one pipeline per task): "
+              f"{rows[0]['posts_per_s'] / rows[2]['posts_per_s']:.1f}x the posts/s")
+        print(f"model load: {rows[2]['understanding_load_s']:.1f} s for the shared encoder and heads, "
+              f"{rows[2]['pipelines_load_s']:.1f} s for the {rows[2]['tasks']} naive pipelines")
     (work / "results.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _naive_baseline(settings: Settings, source: Path, limit: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Same posts through one transformers pipeline per task, in its own process."""
+    from models import naive_baseline
+    from models.understanding import ARTIFACTS_DIR, TextUnderstanding
+    cfg = settings.models
+    started = time.monotonic()
+    understanding = TextUnderstanding.load(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.cache_dir,
+                                           cfg.encoder, cfg.threads, int8=False)
+    load_s = time.monotonic() - started
+    folders = naive_baseline.build_task_models(understanding, work / "naive-models")
+    spec = {"input": str(source), "limit": limit, "threads": cfg.threads, "folders": {k: str(v) for k, v in folders.items()}}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "models.naive_baseline", json.dumps(spec)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    out = json.loads(proc.stdout.read().decode().strip().splitlines()[-1]) if proc.stdout else {}
+    return {"scenario": "naive: pipeline per task", "posts": out["posts"], "wall_s": wall,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "pipeline_s": out["run_s"], "posts_per_s": out["posts_per_s"],
+            "posts_per_s_wall": out["posts"] / wall, "understanding_load_s": load_s,
+            "pipelines_load_s": out["load_s"], "tasks": out["tasks"]}

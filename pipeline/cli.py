@@ -60,7 +60,8 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import query
     from pipeline.clients import elasticsearch_client
     filters = query.QueryFilters(text=" ".join(args.text) or None, source=args.source, language=args.language,
-                                 sentiment=args.sentiment, intent=args.intent, pii_type=args.pii_type, pii=args.pii,
+                                 sentiment=args.sentiment, intent=args.intent, topic=args.topic,
+                                 pii_type=args.pii_type, pii=args.pii,
                                  since=args.since, until=args.until)
     es = elasticsearch_client(settings.elasticsearch)
     try:
@@ -78,6 +79,40 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import demo
     return demo.run(settings, args.samples, start_services=not args.no_services)
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+    from models import evaluate
+    from models.language import LanguageDetector
+    from models.pii import PiiDetector
+    from models.understanding import ARTIFACTS_DIR, TextUnderstanding
+    enrichment, models_cfg = settings.enrichment, settings.models
+    language = LanguageDetector(enrichment.languages, enrichment.language_min_score, enrichment.language_min_letters,
+                                enrichment.language_min_words)
+    pii = PiiDetector(settings.pii.phone_regions, settings.pii.person_names_model)
+    report = {"language_and_pii": evaluate.language_result(language), "pii": evaluate.pii_results(pii)}
+    print(evaluate.format_results([report["language_and_pii"], *report["pii"]],
+                                  "Language and personal data (team-written sets in data/eval/)"))
+    data = args.data or os.environ.get("TRIAGE_DATA_DIR")
+    precisions = ["fp32", "int8"] if args.precision == "both" else [args.precision or ("int8" if models_cfg.int8 else "fp32")]
+    for precision in precisions:
+        understanding = TextUnderstanding.load(Path(models_cfg.artifacts) if models_cfg.artifacts else ARTIFACTS_DIR,
+                                               models_cfg.cache_dir, models_cfg.encoder, models_cfg.threads,
+                                               int8=precision == "int8")
+        results = [evaluate.intent_result(understanding)]
+        if data:
+            results += evaluate.benchmark_results(understanding, data, args.limit)
+        print()
+        print(evaluate.format_results(results, f"Sentiment, relevance and intent: {understanding.version}"))
+        report[precision] = results
+    if not data:
+        print("\n(public benchmarks skipped: pass --data ../shared/data or set TRIAGE_DATA_DIR)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, default=lambda r: r.__dict__, indent=1, ensure_ascii=False)
+    return 0
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("query", _query, "Search the posts index (redacted text) or summarise it.")
     sub.add_argument("text", nargs="*", help="full-text query (German and English stemming; +, | and - work)")
-    for facet in ("source", "language", "sentiment", "intent", "pii-type"):
+    for facet in ("source", "language", "sentiment", "intent", "topic", "pii-type"):
         sub.add_argument(f"--{facet}", action="append", default=[], help=f"only posts with this {facet} (repeatable)")
     sub.add_argument("--pii", action=argparse.BooleanOptionalAction, default=None,
                      help="only posts with (--pii) or without (--no-pii) personal data")
@@ -137,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise.")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")
     sub.add_argument("--no-services", action="store_true", help="use the Kafka/Elasticsearch in the configuration")
+
+    sub = command("eval", _eval, "Measure every model: sentiment/relevance on public benchmarks, intent, language, "
+                                 "personal data.")
+    sub.add_argument("--data", help="folder with umsab/, tweeteval/, germeval2017/ (default: $TRIAGE_DATA_DIR)")
+    sub.add_argument("--precision", choices=["fp32", "int8", "both"], help="encoder precision (default: models.int8)")
+    sub.add_argument("--limit", type=int, help="only the first N texts of each public test set (quick check)")
+    sub.add_argument("--json", help="also write all results to this JSON file")
 
     sub = command("bench", _bench, "Benchmark batch enrichment: JSONL to JSONL and JSONL to Elasticsearch.")
     sub.add_argument("--n", type=int, default=10_000, help="posts to enrich (default 10000)")

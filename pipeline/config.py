@@ -86,10 +86,21 @@ class EnrichmentSettings(_Section):
     languages: list[str] = Field(min_length=1)
     language_min_score: float = Field(ge=0, le=1)
     language_min_letters: int = Field(ge=0)
+    language_min_words: int = Field(ge=1)
     max_text_chars: int = Field(ge=1)
     max_record_bytes: int = Field(ge=1)
     min_batch_size: int = Field(ge=1)
     max_batch_size: int = Field(ge=1)
+
+
+class ModelSettings(_Section):
+    artifacts: Optional[str] = None
+    encoder: Optional[str] = None
+    cache_dir: str
+    threads: int = Field(ge=1, le=64)
+    int8: bool
+    batch_size: int = Field(ge=1, le=1024)
+    topics_file: Optional[str] = None
 
 
 class PiiSettings(_Section):
@@ -114,6 +125,7 @@ class Settings(_Section):
     kafka: KafkaSettings
     elasticsearch: ElasticsearchSettings
     enrichment: EnrichmentSettings
+    models: ModelSettings
     pii: PiiSettings
     services: ServicesSettings
     logging: LoggingSettings

@@ -18,9 +18,11 @@ from pipeline.records import DeadLetter, RawRecord, dead_letter, parse_post, pos
 from pipeline.steps.base import EnrichmentStep, Post
 from pipeline.steps.language import DetectLanguage
 from pipeline.steps.pii import DetectPii
+from pipeline.steps.understanding import Understand
 
 # Steps by name, in the order they run. A new enrichment registers here and in enrichment.steps.
-STEP_REGISTRY: dict[str, type[EnrichmentStep[Any]]] = {"language": DetectLanguage, "pii": DetectPii}
+STEP_REGISTRY: dict[str, type[EnrichmentStep[Any]]] = {
+    "language": DetectLanguage, "pii": DetectPii, "understanding": Understand}
 SUMMARY_NAMESPACE = "triage.summary"
 DEAD_LETTER_TAG = "dead_letters"
 
@@ -56,6 +58,9 @@ def finish(post: Post) -> Post:
     count(SUMMARY_NAMESPACE, f"source.{post['source']}").inc()
     if "language" in post:
         count(SUMMARY_NAMESPACE, f"language.{post['language']['code']}").inc()
+    for field in ("sentiment", "intent", "relevance", "topic"):
+        if post.get(field, {}).get("label"):
+            count(SUMMARY_NAMESPACE, f"{field}.{post[field]['label']}").inc()
     if post.get("pii", {}).get("found"):
         count(SUMMARY_NAMESPACE, "pii_found").inc()
         for pii_type in post["pii"]["types"]:
@@ -88,10 +93,9 @@ class EnrichPosts(beam.PTransform):
         dead_letters = [parsed[DEAD_LETTER_TAG]]
         for name in cfg.steps:
             step = STEP_REGISTRY[name](self.settings)
-            label = "".join(part.capitalize() for part in name.split("_"))
-            posts, failures = posts | f"Detect{label}" >> RunInference(step).with_exception_handling()
+            posts, failures = posts | step.label >> RunInference(step).with_exception_handling()
             dead_letters.append(failures.failed_inferences
-                                | f"{label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name))
+                                | f"{step.label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name))
         enriched = posts | "Finish" >> beam.Map(finish)
         dead = (dead_letters | "CollectDeadLetters" >> beam.Flatten()
                 | "CountDeadLetters" >> beam.Map(count_dead_letter))

@@ -12,8 +12,9 @@ from elasticsearch import Elasticsearch
 
 SEARCH_FIELDS = ["text_redacted", "text_redacted.de", "text_redacted.en", "title", "title.de", "title.en"]
 FACETS = {"source": "source", "language": "language.code", "sentiment": "sentiment.label",
-          "intent": "intent.label", "pii_type": "pii.types"}
-RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "pii.types", "text_redacted", "url"]
+          "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types"}
+RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "text_redacted",
+                 "url"]
 
 
 @dataclass
@@ -23,6 +24,7 @@ class QueryFilters:
     language: list[str] = field(default_factory=list)
     sentiment: list[str] = field(default_factory=list)
     intent: list[str] = field(default_factory=list)
+    topic: list[str] = field(default_factory=list)
     pii_type: list[str] = field(default_factory=list)
     pii: Optional[bool] = None
     since: Optional[str] = None  # anything Elasticsearch date math accepts: 2026-11-01, now-7d

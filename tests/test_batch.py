@@ -45,8 +45,10 @@ def test_every_good_post_is_enriched_once(batch_run: dict) -> None:
     assert sorted(p["id"] for p in enriched) == sorted(json.loads(line)["id"] for line in GOOD)
     for post in enriched:
         assert schemas.first_error(schemas.ENRICHED_POST_SCHEMA, post) is None, post["id"]
-        assert set(post["model_versions"]) == {"language", "pii"}
-        assert "sentiment" not in post and "intent" not in post  # not computed yet: absent, never faked
+        assert set(post["model_versions"]) == {"language", "pii", "understanding"}
+        for field in ("sentiment", "intent", "relevance"):
+            assert post[field]["label"] in post[field]["scores"]
+            assert abs(sum(post[field]["scores"].values()) - 1) < 0.01
 
 
 def test_enrichment_results_are_right(batch_run: dict) -> None:

@@ -111,3 +111,15 @@ def test_retries_are_bounded(settings: Settings, throttling_server) -> None:
     with pytest.raises(IndexUnavailable, match="after 2 retries"):
         writer.write([{"id": "a:1", "text": "x"}])
     assert handler.calls == 3
+
+
+def test_reprocessing_reads_posts_back_from_the_index_with_a_query(live: Settings, indexed_samples: int,
+                                                                  enriched_samples: list[dict], tmp_path) -> None:
+    out = tmp_path / "reprocessed.jsonl"
+    assert main(["batch", "--input", "es", "--query", "source:twitter", "--output", str(out)]) == 0
+    reprocessed = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    twitter = {p["id"]: p for p in enriched_samples if p["source"] == "twitter"}
+    assert sorted(p["id"] for p in reprocessed) == sorted(twitter)
+    for post in reprocessed:  # the Post fields survive the round trip; enrichment is recomputed
+        assert post["text"] == twitter[post["id"]]["text"]
+        assert post["pii"] == twitter[post["id"]]["pii"]

@@ -10,7 +10,7 @@ from pipeline.config import load_settings
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
     cfg = load_settings(environ={}).enrichment
-    return LanguageDetector(cfg.languages, cfg.language_min_score, cfg.language_min_letters)
+    return LanguageDetector(cfg.languages, cfg.language_min_score, cfg.language_min_letters, cfg.language_min_words)
 
 
 @pytest.mark.parametrize("text,code", [

@@ -20,7 +20,8 @@ ModelT = TypeVar("ModelT")
 class EnrichmentStep(ModelHandler[Post, Post, ModelT], Generic[ModelT]):
     """Base class: subclasses set `name` and implement `load_model` and `enrich`."""
 
-    name: str = "step"
+    name: str = "step"  # the key in model_versions and the metrics namespace
+    label: str = "Enrich"  # the Beam step name, e.g. 'DetectLanguage'
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()

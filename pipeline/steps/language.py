@@ -9,10 +9,11 @@ from pipeline.steps.base import EnrichmentStep, Post
 
 class DetectLanguage(EnrichmentStep[LanguageDetector]):
     name = "language"
+    label = "DetectLanguage"
 
     def load_model(self) -> LanguageDetector:
         cfg = self.settings.enrichment
-        return LanguageDetector(cfg.languages, cfg.language_min_score, cfg.language_min_letters)
+        return LanguageDetector(cfg.languages, cfg.language_min_score, cfg.language_min_letters, cfg.language_min_words)
 
     def enrich(self, posts: Sequence[Post], model: LanguageDetector) -> list[Post]:
         return [{**post, "language": model.detect(post["text"]).as_dict()} for post in posts]

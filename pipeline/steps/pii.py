@@ -9,6 +9,7 @@ from pipeline.steps.base import EnrichmentStep, Post
 
 class DetectPii(EnrichmentStep[PiiDetector]):
     name = "pii"
+    label = "DetectPersonalData"
 
     def load_model(self) -> PiiDetector:
         return PiiDetector(self.settings.pii.phone_regions, self.settings.pii.person_names_model)

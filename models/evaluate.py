@@ -1,0 +1,112 @@
+"""`triage eval`: every quality figure of the enrichment, each with its benchmark's published metric.
+
+Sentiment and relevance on the public test splits (read from --data), intent on the team's held-out
+test split, language and personal data on the team's annotated sets in data/eval/. Targets and the
+published anchors are printed beside each score so a reader can judge it at a glance.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from models import datasets, metrics
+
+EVAL_DIR = Path(__file__).resolve().parent.parent / "data" / "eval"
+# (target, published anchors) per result name; anchors from the benchmarks' papers (see data README).
+REFERENCE = {
+    "umsab-de-test": (0.74, "XLM-R mono 0.736, XLM-T 0.773, FastText 0.596"),
+    "umsab-en-test": (0.68, "XLM-R mono 0.682, XLM-T 0.706, FastText 0.509"),
+    "tweeteval-test": (0.68, "RoBERTa-base 0.713, best 0.737"),
+    "germeval2017-test_syn-sentiment": (0.78, "best 2017 system ~0.75"),
+    "germeval2017-test_syn-relevance": (None, "best 2017 system ~0.90"),
+    "intents-test": (0.85, "team-written set, no published anchor"),
+    "language": (0.98, "py3langid restricted 0.986 on 215 posts (FINDINGS)"),
+    "pii-recall": (0.95, ""),
+    "pii-precision": (0.90, ""),
+}
+
+
+@dataclass
+class Result:
+    name: str
+    metric: str
+    score: float
+    n: int
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _classification(understanding: Any, labelled: datasets.LabelledSet, labels: list[str],
+                    limit: Optional[int]) -> Result:
+    texts, gold = labelled.texts[:limit], labelled.labels[:limit]
+    started = time.monotonic()
+    predicted = [r[labelled.task]["label"] for r in understanding.analyze(texts)]
+    return Result(labelled.name, labelled.metric, metrics.score(labelled.metric, gold, predicted, labels), len(texts),
+                  time.monotonic() - started)
+
+
+def benchmark_results(understanding: Any, data_dir: str, limit: Optional[int] = None) -> list[Result]:
+    labels = {"sentiment": datasets.SENTIMENT_LABELS, "relevance": datasets.RELEVANCE_LABELS}
+    return [_classification(understanding, s, labels[s.task], limit) for s in datasets.evaluation_sets(data_dir)
+            if s.task in understanding.heads]
+
+
+def intent_result(understanding: Any) -> Result:
+    test = datasets.intent_set("test")
+    result = _classification(understanding, test, datasets.INTENT_LABELS, None)
+    predicted = [r["intent"]["label"] for r in understanding.analyze(test.texts)]
+    result.detail = {label: round(metrics.macro_f1(test.labels, predicted, [label]), 3)
+                     for label in datasets.INTENT_LABELS}
+    return result
+
+
+def language_result(detector: Any, path: Path = EVAL_DIR / "language.jsonl") -> Result:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    predicted = [detector.detect(row["text"]).code for row in rows]
+    wrong = [(row["language"], p) for row, p in zip(rows, predicted) if p != row["language"]]
+    return Result("language", "accuracy", 1 - len(wrong) / len(rows), len(rows),
+                  detail={"errors (expected->got)": [f"{g}->{p}" for g, p in wrong]})
+
+
+def _same_span(predicted: Any, gold: dict[str, Any]) -> bool:
+    """Same type and overlapping by more than half of their union (forgives a trailing character)."""
+    overlap = min(predicted.end, gold["end"]) - max(predicted.start, gold["start"])
+    union = max(predicted.end, gold["end"]) - min(predicted.start, gold["start"])
+    return predicted.type == gold["type"] and overlap > 0.5 * union
+
+
+def pii_results(detector: Any, path: Path = EVAL_DIR / "pii.jsonl") -> list[Result]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tp = fp = fn = 0
+    missed: dict[str, int] = {}
+    for row, found in zip(rows, detector.detect_many([row["text"] for row in rows])):
+        unmatched = list(row["spans"])
+        for span in found.spans:
+            hit = next((g for g in unmatched if _same_span(span, g)), None)
+            if hit is None:
+                fp += 1
+            else:
+                unmatched.remove(hit)
+                tp += 1
+        fn += len(unmatched)
+        for gold in unmatched:
+            missed[gold["type"]] = missed.get(gold["type"], 0) + 1
+    spans = tp + fn
+    return [Result("pii-recall", "span recall", tp / spans if spans else 1.0, len(rows), detail={"missed": missed}),
+            Result("pii-precision", "span precision", tp / (tp + fp) if tp + fp else 1.0, len(rows),
+                   detail={"false positives": fp})]
+
+
+def format_results(results: list[Result], title: str) -> str:
+    lines = [title, f"{'set':<34} {'metric':<14} {'score':>7} {'target':>7} {'n':>6} {'s':>6}  published / notes"]
+    for r in results:
+        target, anchors = REFERENCE.get(r.name, (None, ""))
+        mark = "" if target is None else (" ok" if r.score >= target else " LOW")
+        lines.append(f"{r.name:<34} {r.metric:<14} {r.score:>7.3f} {target or '':>7} {r.n:>6} {r.seconds:>6.0f}  "
+                     f"{anchors}{mark}")
+        if r.detail:
+            lines.append(f"{'':<36}{json.dumps(r.detail, ensure_ascii=False)}")
+    return "\n".join(lines)

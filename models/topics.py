@@ -1,0 +1,82 @@
+"""Topics (which team owns a post) by embedding similarity: configured per company, no training.
+
+Each topic in the YAML file has a name, a description and example phrases. A post gets the topic
+whose description or examples are most similar to it, if that similarity reaches the threshold;
+otherwise its topic label is null. Changing topics means editing the file, not retraining.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+from models.encoder import TextEncoder
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    description: str
+    examples: list[str]
+
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "topics"
+
+
+def resolve_topics_file(name: str) -> Path:
+    """'builtin:telecom' and 'builtin:rail' name the examples shipped in models/topics/; anything else is a path."""
+    if name.startswith("builtin:"):
+        path = BUILTIN_DIR / f"{name.removeprefix('builtin:')}.yaml"
+        if not path.exists():
+            known = ", ".join(f"builtin:{p.stem}" for p in sorted(BUILTIN_DIR.glob("*.yaml")))
+            raise ValueError(f"unknown topics file {name}; shipped: {known}")
+        return path
+    return Path(name)
+
+
+def read_topics(path: str | Path) -> tuple[list[Topic], float]:
+    """Parse and check a topics file; errors name the topic and the key."""
+    path = resolve_topics_file(str(path))
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    threshold = data.get("threshold", 0.82)
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"{path}: threshold must be a number between 0 and 1")
+    topics = []
+    for i, entry in enumerate(data.get("topics") or []):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not name or not isinstance(entry.get("examples"), list) or not entry["examples"]:
+            raise ValueError(f"{path}: topic #{i + 1} needs a name and a non-empty list of examples")
+        topics.append(Topic(str(name), str(entry.get("description", "")), [str(e) for e in entry["examples"]]))
+    if not topics:
+        raise ValueError(f"{path}: no topics defined")
+    return topics, float(threshold)
+
+
+class TopicMatcher:
+    def __init__(self, topics: list[Topic], threshold: float, encoder: TextEncoder) -> None:
+        self.threshold = threshold
+        phrases, owners = [], []
+        for topic in topics:
+            for phrase in ([topic.description] if topic.description else []) + topic.examples:
+                phrases.append(phrase)
+                owners.append(topic.name)
+        self._owners = owners
+        self._phrases = torch.nn.functional.normalize(encoder.embed(phrases), dim=-1)
+
+    @classmethod
+    def from_file(cls, path: str | Path, encoder: TextEncoder) -> "TopicMatcher":
+        topics, threshold = read_topics(path)
+        return cls(topics, threshold, encoder)
+
+    def assign(self, vectors: torch.Tensor) -> list[dict[str, Any]]:
+        """{label, score} per vector: the nearest phrase's topic, or label None below the threshold."""
+        similarity = torch.nn.functional.normalize(vectors, dim=-1) @ self._phrases.T
+        best_score, best = similarity.max(dim=1)
+        results = []
+        for score, index in zip(best_score.tolist(), best.tolist()):
+            label: Optional[str] = self._owners[index] if score >= self.threshold else None
+            results.append({"label": label, "score": round(score, 4)})
+        return results

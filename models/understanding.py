@@ -1,0 +1,98 @@
+"""Sentiment, intent, relevance and topic from one encoder pass per post.
+
+The trained parts are small files in models/artifacts/ (adapters merged into the encoder at load,
+one linear head per task, labels and provenance in model.json); the encoder itself is built or
+downloaded once and cached outside the repository.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.encoder import TextEncoder, resolve_encoder
+from models.lora import merge_adapters
+from models.topics import TopicMatcher
+
+ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+
+
+@dataclass
+class Head:
+    labels: list[str]
+    linear: torch.nn.Linear
+
+    def classify(self, vectors: torch.Tensor) -> list[dict[str, Any]]:
+        probs = torch.softmax(self.linear(vectors), dim=-1)
+        results = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"label": self.labels[best], "score": round(row[best], 4),
+                            "scores": {label: round(p, 4) for label, p in zip(self.labels, row)}})
+        return results
+
+
+def save_artifacts(out: Path, spec: dict[str, Any], adapters: dict[str, torch.Tensor], heads: dict[str, Head]) -> None:
+    """Write model.json, adapters.safetensors (fp16) and heads.safetensors."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in adapters.items()}, str(out / "adapters.safetensors"))
+    tensors = {}
+    for task, head in heads.items():
+        tensors[f"{task}.weight"] = head.linear.weight.detach().contiguous()
+        tensors[f"{task}.bias"] = head.linear.bias.detach().contiguous()
+    save_file(tensors, str(out / "heads.safetensors"))
+    spec = {**spec, "heads": {task: head.labels for task, head in heads.items()}}
+    (out / "model.json").write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
+
+
+def load_heads(artifacts: Path, spec: dict[str, Any]) -> dict[str, Head]:
+    tensors = load_file(str(artifacts / "heads.safetensors"))
+    heads = {}
+    for task, labels in spec["heads"].items():
+        weight = tensors[f"{task}.weight"]
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        linear.load_state_dict({"weight": weight, "bias": tensors[f"{task}.bias"]})
+        heads[task] = Head(labels, linear.eval())
+    return heads
+
+
+class TextUnderstanding:
+    """Analyzes batches of post texts: every head and the topic matcher read one shared vector."""
+
+    def __init__(self, encoder: TextEncoder, heads: dict[str, Head], topics: Optional[TopicMatcher],
+                 version: str) -> None:
+        self.encoder, self.heads, self.topics, self.version = encoder, heads, topics, version
+
+    @classmethod
+    def load(cls, artifacts: Path = ARTIFACTS_DIR, cache_dir: str = "~/.cache/triage/models",
+             encoder: Optional[str] = None, threads: int = 2, int8: bool = False,
+             topics_file: Optional[str] = None) -> "TextUnderstanding":
+        """Load the encoder (built offline by default), merge the adapters, load the heads."""
+        torch.set_num_threads(threads)
+        spec = json.loads((artifacts / "model.json").read_text(encoding="utf-8"))
+        text_encoder = TextEncoder(resolve_encoder(encoder or spec["encoder"], cache_dir),
+                                   spec["max_tokens"], spec["prefix"]).eval()
+        adapters = artifacts / "adapters.safetensors"
+        if adapters.exists() and encoder is None:  # adapters only fit the encoder they were trained on
+            state = {k: v.float() for k, v in load_file(str(adapters)).items()}
+            merge_adapters(text_encoder.model, state, spec["adapter"]["alpha"] / spec["adapter"]["rank"])
+        if int8:
+            text_encoder.quantize_int8()
+        topics = TopicMatcher.from_file(topics_file, text_encoder) if topics_file else None
+        version = spec["version"] + ("+int8" if int8 else "")
+        return cls(text_encoder, load_heads(artifacts, spec), topics, version)
+
+    @torch.inference_mode()
+    def analyze(self, texts: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One dict per text: {task: {label, score, scores}} for every head, plus 'topic' when configured."""
+        vectors = self.encoder.embed(texts, batch_size)
+        per_task = {task: head.classify(vectors) for task, head in self.heads.items()}
+        results = [{task: per_task[task][i] for task in per_task} for i in range(len(texts))]
+        if self.topics:
+            for result, topic in zip(results, self.topics.assign(vectors)):
+                result["topic"] = topic
+        return results

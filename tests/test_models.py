@@ -1,0 +1,82 @@
+"""The understanding models: adapters, encoder build, topics, and predictions a care agent would check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import encoder_build
+from models.lora import LoRALinear, adapter_state, merge_adapters
+from models.topics import read_topics
+from models.understanding import TextUnderstanding
+
+
+def test_merged_adapters_give_the_same_outputs_as_training_time_adapters() -> None:
+    torch.manual_seed(0)
+    base = torch.nn.Linear(8, 4)
+    plain = torch.nn.Linear(8, 4)
+    plain.load_state_dict(base.state_dict())
+    adapted = torch.nn.Sequential(LoRALinear(base, rank=2, alpha=4, dropout=0.0))
+    with torch.no_grad():
+        adapted[0].lora_b.normal_()
+    merged = torch.nn.Sequential(plain)
+    assert merge_adapters(merged, adapter_state(adapted), scale=2.0) == 1
+    x = torch.randn(5, 8)
+    assert torch.allclose(adapted(x), merged(x), atol=1e-5)
+
+
+def test_encoder_build_refuses_a_changed_source_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(encoder_build, "SOURCE_SHA256", "0" * 64)
+    with pytest.raises(encoder_build.EncoderBuildError, match="not the file this build was verified with"):
+        encoder_build.build_encoder(tmp_path)
+
+
+def test_topics_file_errors_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "topics.yaml"
+    bad.write_text("threshold: 0.8\ntopics:\n  - name: billing\n    examples: []\n")
+    with pytest.raises(ValueError, match="topic #1 needs a name and a non-empty list of examples"):
+        read_topics(bad)
+    with pytest.raises(ValueError, match="builtin:rail, builtin:telecom"):
+        read_topics("builtin:airline")
+    topics, threshold = read_topics("builtin:telecom")
+    assert {t.name for t in topics} >= {"billing", "network", "contract"} and 0 < threshold < 1
+
+
+@pytest.fixture(scope="module")
+def understanding(settings) -> TextUnderstanding:  # type: ignore[no-untyped-def]
+    cfg = settings.models
+    return TextUnderstanding.load(cache_dir=cfg.cache_dir, threads=cfg.threads, int8=cfg.int8,
+                                  topics_file="builtin:telecom")
+
+
+@pytest.mark.parametrize("text,intent,sentiment", [
+    ("Ich kündige meinen Vertrag zum Monatsende, mir reicht's mit euch!", "cancellation", "negative"),
+    ("Seit drei Tagen kein Internet und die Hotline legt einfach auf. Unfassbar.", "complaint", "negative"),
+    ("Vielen Dank an die Kollegin von der Hotline, super freundlich und schnell!", "praise", "positive"),
+    ("How do I change my bank details in the app?", "question", None),
+    ("🔥 GIVEAWAY 🔥 free iPhone, follow and retweet, link in bio!!!", "spam", None),
+    ("Gibt es das neue iPhone auch mit Vertrag bei euch? Was kostet das im Monat?", "purchase_interest", None),
+])
+def test_clear_cases_come_out_right(understanding: TextUnderstanding, text: str, intent: str,
+                                    sentiment: str | None) -> None:
+    result = understanding.analyze([text])[0]
+    assert result["intent"]["label"] == intent, result["intent"]
+    if sentiment:
+        assert result["sentiment"]["label"] == sentiment, result["sentiment"]
+
+
+def test_topics_route_posts_to_the_owning_team(understanding: TextUnderstanding) -> None:
+    results = understanding.analyze(["Ihr habt mir diesen Monat 30 Euro zu viel abgebucht, die Rechnung ist falsch",
+                                     "Kein Netz mehr seit gestern Abend, totales Funkloch", "Guten Morgen ☀️"])
+    assert [r["topic"]["label"] for r in results[:2]] == ["billing", "network"]
+    assert results[2]["topic"]["label"] is None
+
+
+def test_one_forward_pass_serves_every_head(understanding: TextUnderstanding,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = understanding.encoder.forward
+    monkeypatch.setattr(understanding.encoder, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    results = understanding.analyze(["eins zwei drei", "one two three"], batch_size=32)
+    assert len(calls) == 1 and {"sentiment", "intent", "relevance", "topic"} <= set(results[0])
