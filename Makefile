@@ -7,7 +7,7 @@ N      ?= 10000
 
 DATA   ?= ../shared/data
 
-.PHONY: install demo test train eval services-up services-down services-status setup bench-batch lock clean
+.PHONY: install demo test train eval bench-batch bench-stream services-up services-down services-status setup bench-batch lock clean
 
 # The virtual environment, from the pinned lock file; re-done only when setup.py or the lock changes.
 $(STAMP): setup.py requirements.lock
@@ -39,7 +39,12 @@ setup: install
 
 ## Throughput and peak memory of batch enrichment (N posts, default 10000), JSONL->JSONL and JSONL->Elasticsearch.
 bench-batch: services-up
-	$(BIN)/triage bench --n $(N)
+	$(BIN)/triage bench batch --n $(N)
+
+## Streaming: one worker, producer at 20/50/100 posts/s and flat out (DURATION s each, default 60).
+DURATION ?= 60
+bench-stream: services-up
+	$(BIN)/triage bench stream --duration $(DURATION)
 
 ## Train the adapters and heads in models/artifacts/ (about 30 min on 2 cores) from the public train/val/dev splits.
 train: install

@@ -152,7 +152,7 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[T
     records = records | "ReportProgress" >> beam.ParDo(ReportProgress(total))
     enriched = records | "Enrich" >> EnrichPosts(settings)
     rejected = _write_posts(enriched["enriched"], output, settings)
-    dead = [enriched["dead_letters"], *rejected]
+    dead = [*enriched["dead_letters"], *rejected]
     _write_dead_letters(dead | "AllDeadLetters" >> beam.Flatten(), dead_target, settings)
     return output, dead_target
 

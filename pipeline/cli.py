@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -49,6 +50,27 @@ def _batch(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import stream
+    job = stream.StreamJob(topics=args.topic or [settings.kafka.topics.raw], group_id=args.group or settings.stream.group_id,
+                           workers=args.workers, metrics_port=settings.stream.metrics_port if args.metrics_port is None
+                           else args.metrics_port, beam_args=args.beam_args)
+    worker_argv = (["--config", args.config] if args.config else []) + ["stream"]
+    worker_argv += [a for t in job.topics for a in ("--topic", t)] + ["--group", job.group_id]
+    code = 1
+    try:
+        code = stream.run(settings, job, worker_argv)
+    except Exception as exc:
+        log.debug("stream failed", exc_info=True)
+        print(f"triage stream: {_explain(exc)}", file=sys.stderr)
+    finally:
+        # A worker must really exit (and be restarted) even if a client library left a thread running.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _publish(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.jsonl_publisher import publish
     count = publish(settings.kafka, args.input, args.topic)
@@ -82,7 +104,6 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
     from models import evaluate
     from models.language import LanguageDetector
@@ -116,6 +137,9 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.mode == "stream":
+        from pipeline import bench_stream
+        return bench_stream.run(settings, args.samples, args.duration, args.workdir, args.config)
     from pipeline import bench
     return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
 
@@ -152,6 +176,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("beam_args", nargs=argparse.REMAINDER,
                      help="after --: Beam pipeline options, e.g. -- --runner=FlinkRunner --setup_file=./setup.py")
 
+    sub = command("stream", _stream, "Run the continuous job: raw-posts topic(s) -> enrichment -> Elasticsearch "
+                                     "and the enriched topic, until SIGTERM/SIGINT.")
+    sub.add_argument("--topic", action="append", help="raw topic to read (repeatable; default: kafka.topics.raw)")
+    sub.add_argument("--group", help="consumer group (default: stream.group_id)")
+    sub.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group (default 1)")
+    sub.add_argument("--metrics-port", type=int, help="Prometheus port (default: stream.metrics_port; 0 disables)")
+    sub.add_argument("beam_args", nargs=argparse.REMAINDER, help="after --: Beam pipeline options")
+
     sub = command("publish", _publish, "Send Post records from JSONL files to the raw-posts Kafka topic.")
     sub.add_argument("--input", action="append", required=True, help="JSONL path or glob (repeatable)")
     sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
@@ -180,8 +212,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=int, help="only the first N texts of each public test set (quick check)")
     sub.add_argument("--json", help="also write all results to this JSON file")
 
-    sub = command("bench", _bench, "Benchmark batch enrichment: JSONL to JSONL and JSONL to Elasticsearch.")
-    sub.add_argument("--n", type=int, default=10_000, help="posts to enrich (default 10000)")
+    sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
+                                   "or the streaming job (fixed rates, latency percentiles).")
+    sub.add_argument("mode", nargs="?", choices=["batch", "stream"], default="batch")
+    sub.add_argument("--n", type=int, default=10_000, help="batch: posts to enrich (default 10000)")
+    sub.add_argument("--duration", type=float, default=60.0, help="stream: seconds per rate (default 60)")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")
     sub.add_argument("--workdir", default=".triage/bench", help="where generated input and outputs go")
     return parser

@@ -103,6 +103,15 @@ class ModelSettings(_Section):
     topics_file: Optional[str] = None
 
 
+class StreamSettings(_Section):
+    group_id: str
+    poll_timeout_ms: int = Field(ge=10, le=60_000)
+    max_poll_records: int = Field(ge=1, le=10_000)
+    allowed_lateness_s: float = Field(ge=0)
+    max_outage_s: float = Field(ge=0)
+    metrics_port: int = Field(ge=0, le=65535)
+
+
 class PiiSettings(_Section):
     phone_regions: list[str] = Field(min_length=1)
     person_names_model: Optional[str] = None
@@ -126,6 +135,7 @@ class Settings(_Section):
     elasticsearch: ElasticsearchSettings
     enrichment: EnrichmentSettings
     models: ModelSettings
+    stream: StreamSettings
     pii: PiiSettings
     services: ServicesSettings
     logging: LoggingSettings

@@ -75,7 +75,12 @@ def count_dead_letter(letter: DeadLetter) -> DeadLetter:
 
 
 class EnrichPosts(beam.PTransform):
-    """PCollection[RawRecord] -> {'enriched': PCollection[Post], 'dead_letters': PCollection[DeadLetter]}."""
+    """PCollection[RawRecord] -> {'enriched': PCollection[Post], 'dead_letters': [PCollection[DeadLetter], ...]}.
+
+    Dead letters come as one PCollection per place they arise, unflattened: the streaming job must
+    keep its graph fused (a Flatten would wait for the unbounded source to finish), the batch job
+    flattens them itself.
+    """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
@@ -90,13 +95,12 @@ class EnrichPosts(beam.PTransform):
         parsed = records | "ParseAndValidate" >> beam.ParDo(
             ParsePosts(cfg.max_record_bytes, cfg.max_text_chars)).with_outputs(DEAD_LETTER_TAG, main="posts")
         posts = parsed.posts
-        dead_letters = [parsed[DEAD_LETTER_TAG]]
+        dead_letters = [parsed[DEAD_LETTER_TAG] | "CountInvalid" >> beam.Map(count_dead_letter)]
         for name in cfg.steps:
             step = STEP_REGISTRY[name](self.settings)
             posts, failures = posts | step.label >> RunInference(step).with_exception_handling()
             dead_letters.append(failures.failed_inferences
-                                | f"{step.label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name))
+                                | f"{step.label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name)
+                                | f"Count{step.label}Failures" >> beam.Map(count_dead_letter))
         enriched = posts | "Finish" >> beam.Map(finish)
-        dead = (dead_letters | "CollectDeadLetters" >> beam.Flatten()
-                | "CountDeadLetters" >> beam.Map(count_dead_letter))
-        return {"enriched": enriched, "dead_letters": dead}
+        return {"enriched": enriched, "dead_letters": dead_letters}

@@ -17,6 +17,16 @@ import schemas
 class RawRecord(NamedTuple):
     payload: bytes
     origin: str  # where it came from: "file:PATH", "kafka:TOPIC/PARTITION/OFFSET", "es:INDEX/ID"
+    produced_ms: Optional[int] = None  # when it was written to Kafka, for end-to-end latency
+
+
+# Keys starting with this travel with a post inside the pipeline but are never written out.
+INTERNAL_PREFIX = "_"
+
+
+def public(post: dict[str, Any]) -> dict[str, Any]:
+    """The post without pipeline-internal keys: what sinks write."""
+    return {k: v for k, v in post.items() if not k.startswith(INTERNAL_PREFIX)}
 
 
 class DeadLetter(NamedTuple):
@@ -46,8 +56,8 @@ def dead_letter(reason_code: str, reason: str, record: RawRecord) -> DeadLetter:
 
 
 def post_payload(post: dict[str, Any]) -> bytes:
-    """The bytes a post is carried as: compact UTF-8 JSON."""
-    return json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The bytes a post is carried as: compact UTF-8 JSON of its public fields."""
+    return json.dumps(public(post), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) -> dict[str, Any] | DeadLetter:
@@ -72,4 +82,6 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
         return dead_letter("schema_violation", error, record)
     if len(post["text"]) > max_text_chars:
         return dead_letter("text_too_long", f"text has {len(post['text'])} characters, limit is {max_text_chars}", record)
+    if record.produced_ms is not None:
+        post["_produced_ms"] = record.produced_ms
     return post

@@ -160,3 +160,17 @@ def status(cfg: ServicesSettings) -> list[str]:
         state = ("healthy" if service.healthy() else "starting or unhealthy") if pid else "not running"
         lines.append(f"{service.name}: {state}" + (f" (pid {pid}, log {service.log_file})" if pid else ""))
     return lines
+
+
+def noida_control(cfg: ServicesSettings, action: str, service: str) -> None:
+    """Stop, start or restart one protocol of the running noida-db ('kafka' or 'elasticsearch'), keeping its data.
+
+    Used by tests and operators to simulate an Elasticsearch outage or a broker restart.
+    """
+    if action not in ("stop", "start", "restart") or service not in ("kafka", "elasticsearch"):
+        raise ValueError(f"unsupported: {action} {service}")
+    data_dir = Path(cfg.data_dir).resolve() / "noida"
+    result = subprocess.run([_noida_binary(), action, service, "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise ServiceError(f"noida-db {action} {service} failed: {result.stdout[-500:]} {result.stderr[-500:]}")

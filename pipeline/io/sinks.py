@@ -8,7 +8,7 @@ import apache_beam as beam
 
 from pipeline.clients import elasticsearch_client
 from pipeline.config import ElasticsearchSettings, KafkaSettings
-from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload
+from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload, public
 from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
 from pipeline.sinks.kafka import KafkaWriter
 
@@ -59,4 +59,4 @@ class ProduceBatches(beam.DoFn):
 
 
 def to_json_line(post: dict[str, Any]) -> str:
-    return json.dumps(post, ensure_ascii=False)
+    return json.dumps(public(post), ensure_ascii=False)

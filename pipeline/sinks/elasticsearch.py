@@ -17,6 +17,7 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
 from pipeline.config import ElasticsearchSettings
+from pipeline.records import public
 from pipeline.sinks.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ElasticsearchBulkWriter:
         operations: list[str] = []
         for post in posts:
             operations.append(json.dumps({"index": {"_index": self.index, "_id": post["id"]}}))
-            operations.append(json.dumps(post, ensure_ascii=False))
+            operations.append(json.dumps(public(post), ensure_ascii=False))
         response = self.es.bulk(operations="\n".join(operations) + "\n")
         return [item["index"] for item in response["items"]]
 

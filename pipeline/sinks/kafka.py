@@ -9,11 +9,13 @@ from pipeline.clients import kafka_options
 from pipeline.config import KafkaSettings
 from pipeline.records import DeadLetter, post_payload
 
+MAX_RECORD_BYTES = 8 * 1024 * 1024  # matches max.message.bytes of the raw and dead-letter topics
+
 
 def producer(cfg: KafkaSettings) -> KafkaProducer:
     """acks=all and idempotence: a write is done once every in-sync replica has it, and retries never duplicate."""
     return KafkaProducer(**kafka_options(cfg), acks="all", enable_idempotence=True, linger_ms=5,
-                         retries=5, max_in_flight_requests_per_connection=5)
+                         retries=5, max_in_flight_requests_per_connection=5, max_request_size=MAX_RECORD_BYTES)
 
 
 class KafkaWriter:

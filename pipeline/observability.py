@@ -1,0 +1,28 @@
+"""Prometheus metrics of the streaming job, served on /metrics by each worker.
+
+The job runs Beam's FnApiRunner in-process, so DoFns update these process-wide metrics directly;
+Beam's own counters still feed the batch summary.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECORDS_IN = Counter("triage_records_in_total", "Records read from Kafka", ["topic"])
+POSTS_INDEXED = Counter("triage_posts_indexed_total", "Enriched posts acknowledged by Elasticsearch")
+POSTS_PUBLISHED = Counter("triage_posts_published_total", "Enriched posts written to the enriched topic")
+DEAD_LETTERS = Counter("triage_dead_letters_total", "Records sent to the dead-letter topic", ["reason_code"])
+CONSUMER_LAG = Gauge("triage_consumer_lag", "Records behind the end of each assigned partition",
+                     ["topic", "partition"])
+END_TO_END_SECONDS = Histogram(
+    "triage_end_to_end_seconds", "From the write to the raw topic to the Elasticsearch acknowledgement",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0))
+BATCH_SIZE = Histogram("triage_index_batch_size", "Posts per Elasticsearch bulk request",
+                       buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000))
+COMMITS = Counter("triage_offset_commits_total", "Offset commits after acknowledged writes", ["result"])
+INDEX_RETRIES = Counter("triage_index_retry_rounds_total", "Rounds of waiting for Elasticsearch to come back")
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on the port (0 disables)."""
+    if port:
+        start_http_server(port, addr="0.0.0.0")

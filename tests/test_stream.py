@@ -1,0 +1,277 @@
+"""`triage stream` against live servers: delivery, dead letters, crashes, outages.
+
+Runs against both local Kafka-compatible servers (noida-db, and the tansu broker with noida-db for
+Elasticsearch), or once against the servers in TRIAGE_KAFKA_BOOTSTRAP / TRIAGE_ES_URL. Workers are
+real `triage stream` processes. The delivery tests enrich with language and PII only (the guarantees
+do not depend on the models and the suite stays fast); the end-to-end test runs every step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+from kafka import KafkaConsumer
+
+from conftest import ROOT, SAMPLES
+from pipeline import services
+from pipeline.clients import elasticsearch_client, kafka_options
+from pipeline.config import Settings, load_settings
+from pipeline.provision import setup_all
+from pipeline.sinks.kafka import producer
+
+pytestmark = pytest.mark.integration
+EXTERNAL = bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIAGE_ES_URL"))
+LIGHT_STEPS = ["language", "pii"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["external"] if EXTERNAL else ["noida", "tansu"])
+def kafka_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Services for this module: their own processes and ports, so outages here touch no other test."""
+    if request.param == "external":
+        yield {"name": "external", "overrides": {}}
+        return
+    kafka_port, es_port = _free_port(), _free_port()
+    overrides = {"kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
+                 "elasticsearch": {"url": f"http://127.0.0.1:{es_port}"},
+                 "services": {"data_dir": str(tmp_path_factory.mktemp(request.param)), "kafka_server": request.param,
+                              "kafka_port": kafka_port, "es_port": es_port}}
+    cfg = load_settings(environ={f"TRIAGE_SERVICES__{k.upper()}": str(v)
+                                 for k, v in overrides["services"].items()}).services
+    services.up(cfg)
+    try:
+        yield {"name": request.param, "overrides": overrides, "services": cfg}
+    finally:
+        services.down(cfg)
+
+
+class StreamHarness:
+    """One test's topics, index and worker processes."""
+
+    def __init__(self, server: dict, tmp_path: Path, steps: list[str] | None) -> None:
+        name = f"s{random.randrange(16 ** 8):08x}"
+        config = {**server["overrides"],
+                  "kafka": {**server["overrides"].get("kafka", {}), "connect_timeout_s": 5, "request_timeout_s": 10,
+                            "topics": {"raw": f"{name}.raw", "enriched": f"{name}.enriched",
+                                       "dead_letter": f"{name}.dead"}},
+                  "elasticsearch": {**server["overrides"].get("elasticsearch", {}), "index_prefix": name,
+                                    "max_retries": 3, "retry_backoff_s": 0.2},
+                  "stream": {"group_id": name, "metrics_port": 0, "max_outage_s": 120},
+                  "logging": {"level": "INFO", "format": "json"}}
+        if steps:
+            config["enrichment"] = {"steps": steps}
+        self.config_file = tmp_path / "stream.yaml"
+        self.config_file.write_text(yaml.safe_dump(config))
+        self.settings: Settings = load_settings(self.config_file)
+        self.server = server
+        self.workers: list[subprocess.Popen] = []
+        self.logs = tmp_path
+        setup_all(self.settings)
+        self.es = elasticsearch_client(self.settings.elasticsearch)
+        self.producer = producer(self.settings.kafka)
+
+    def start_worker(self, *extra: str) -> subprocess.Popen:
+        log = open(self.logs / f"worker-{len(self.workers)}.log", "wb")
+        env = dict(os.environ, TRIAGE_CONFIG=str(self.config_file), PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", *extra], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
+    def produce(self, payloads: list[tuple[str | None, bytes]]) -> None:
+        for key, value in payloads:
+            self.producer.send(self.settings.kafka.topics.raw, key=key.encode() if key else None, value=value)
+        self.producer.flush(timeout=60)
+
+    def indexed_ids(self) -> list[str]:
+        from elasticsearch.helpers import scan
+        alias = self.settings.elasticsearch.read_alias
+        self.es.indices.refresh(index=alias)
+        return [hit["_id"] for hit in scan(self.es, index=alias, query={"query": {"match_all": {}}}, _source=False)]
+
+    def count(self) -> int:
+        alias = self.settings.elasticsearch.read_alias
+        self.es.indices.refresh(index=alias)
+        return int(self.es.count(index=alias)["count"])
+
+    def consume(self, topic: str, expected: int, timeout_ms: int = 10_000) -> list[Any]:
+        consumer = KafkaConsumer(topic, **kafka_options(self.settings.kafka), auto_offset_reset="earliest",
+                                 enable_auto_commit=False, group_id=None, consumer_timeout_ms=timeout_ms,
+                                 session_timeout_ms=6000)
+        try:
+            messages = []
+            for message in consumer:
+                messages.append(message)
+                if len(messages) >= expected:
+                    break
+            return messages
+        finally:
+            consumer.close()
+
+    def stop_all(self) -> list[int]:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return [proc.wait(timeout=60) for proc in self.workers]
+
+    def close(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.producer.close()
+        self.es.close()
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _posts(n: int, prefix: str) -> list[tuple[str, bytes]]:
+    samples = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
+    out = []
+    for i in range(n):
+        post = {**samples[i % len(samples)], "id": f"{prefix}:{i}"}
+        out.append((post["id"], json.dumps(post, ensure_ascii=False).encode()))
+    return out
+
+
+@pytest.fixture
+def harness_factory(kafka_server: dict, tmp_path: Path) -> Iterator[Callable[..., StreamHarness]]:
+    made: list[StreamHarness] = []
+
+    def make(steps: list[str] | None = LIGHT_STEPS) -> StreamHarness:
+        harness = StreamHarness(kafka_server, tmp_path, steps)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def test_posts_are_enriched_into_the_index_and_the_enriched_topic(harness_factory) -> None:
+    h = harness_factory(steps=None)  # every configured step, models included
+    worker = h.start_worker()
+    posts = _posts(40, "e2e")
+    h.produce(posts)
+    wait_until(lambda: h.count() == 40, 180, "40 posts in the index")
+    doc = h.es.get(index=h.settings.elasticsearch.read_alias, id="e2e:0")["_source"]
+    assert {"language", "pii", "sentiment", "intent", "text_redacted"} <= set(doc)
+    assert "_produced_ms" not in doc
+    enriched = h.consume(h.settings.kafka.topics.enriched, 40)
+    assert sorted(m.key.decode() for m in enriched) == sorted(key for key, _ in posts)
+    assert h.stop_all() == [0]
+    assert worker.returncode == 0
+
+
+def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harness_factory) -> None:
+    h = harness_factory()
+    h.start_worker()
+    poison = [(None, b"\x00\xff garbage bytes"), ("p:schema", b'{"id": "p:schema", "source": "twitter"}'),
+              ("p:empty", b'{"id": "p:empty", "source": "twitter", "text": "  "}'),
+              ("p:huge", json.dumps({"id": "p:huge", "source": "blog", "text": "x" * 5_000_000}).encode())]
+    good = _posts(20, "good")
+    h.produce(good[:10] + poison + good[10:])
+    wait_until(lambda: h.count() == 20, 90, "the 20 good posts in the index")
+    letters = h.consume(h.settings.kafka.topics.dead_letter, len(poison))
+    reasons = sorted(dict(m.headers)["triage.reason_code"].decode() for m in letters)
+    assert reasons == ["empty_text", "invalid_utf8", "oversized_record", "schema_violation"]
+    assert sorted(m.value for m in letters) == sorted(value for _, value in poison)
+    for message in letters:
+        assert dict(message.headers)["triage.origin"].decode().startswith(f"kafka:{h.settings.kafka.topics.raw}/")
+    assert sorted(h.indexed_ids()) == sorted(key for key, _ in good)
+    assert h.stop_all() == [0]
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_indexes_once(harness_factory) -> None:
+    h = harness_factory()
+    posts = _posts(5000, "crash")
+    producing = threading.Thread(target=lambda: [h.produce(posts[i:i + 250]) or time.sleep(0.5)
+                                                 for i in range(0, len(posts), 250)])
+    worker = h.start_worker()
+    producing.start()
+    rng = random.Random(4)
+    for _ in range(3):
+        time.sleep(rng.uniform(3, 8))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = h.start_worker()
+    producing.join()
+    wait_until(lambda: h.count() >= 5000, 240, "5000 posts in the index")
+    ids = h.indexed_ids()
+    assert len(ids) == len(set(ids)) == 5000
+    assert h.consume(h.settings.kafka.topics.dead_letter, 1, timeout_ms=3000) == []
+    assert h.stop_all()[-1] == 0
+
+
+def test_elasticsearch_down_for_20_seconds_loses_nothing(harness_factory, kafka_server: dict) -> None:
+    if kafka_server["name"] == "external":
+        pytest.skip("cannot stop an external Elasticsearch")
+    h = harness_factory()
+    h.start_worker()
+    posts = _posts(1000, "outage")
+    h.produce(posts[:300])
+    wait_until(lambda: h.count() == 300, 90, "the first 300 posts")
+    services.noida_control(kafka_server["services"], "stop", "elasticsearch")
+    try:
+        h.produce(posts[300:])
+        time.sleep(20)
+    finally:
+        services.noida_control(kafka_server["services"], "start", "elasticsearch")
+    wait_until(lambda: h.count() == 1000, 180, "the backlog to drain after the outage")
+    assert len(set(h.indexed_ids())) == 1000
+    assert h.stop_all() == [0]
+
+
+def test_broker_restart_resumes_from_committed_offsets(harness_factory, kafka_server: dict) -> None:
+    if kafka_server["name"] != "noida":
+        pytest.skip("only noida-db restarts its broker with data kept (tansu stores in memory)")
+    h = harness_factory()
+    h.start_worker("--workers", "2")  # a supervisor with two workers in one consumer group
+    posts = _posts(1000, "restart")
+    h.produce(posts[:500])
+    wait_until(lambda: h.count() == 500, 120, "the first 500 posts")
+    services.noida_control(kafka_server["services"], "restart", "kafka")
+    h.producer.close()
+    h.producer = producer(h.settings.kafka)
+    h.produce(posts[500:])
+    wait_until(lambda: h.count() == 1000, 180, "all posts after the broker restart")
+    assert len(set(h.indexed_ids())) == 1000
+    assert h.stop_all() == [0]
+
+
+def test_stream_pipeline_translates_for_a_portable_runner(settings: Settings) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.stream import StreamJob, build
+    options = PipelineOptions(["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--streaming"])
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, settings, StreamJob(topics=["raw"], group_id="g"))
+    proto = pipeline.to_runner_api()
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    for step in ("ReadKafka", "Enrich/ParseAndValidate", "Enrich/DetectLanguage", "Enrich/DetectPersonalData",
+                 "IndexAndPublish"):
+        assert step in names, step
