@@ -56,9 +56,9 @@ def _germeval(root: Path, split: str) -> tuple[LabelledSet, LabelledSet]:
             LabelledSet(f"germeval2017-{split}-relevance", "relevance", texts, relevance, "micro_f1", "de"))
 
 
-def intent_set(split: str) -> LabelledSet:
+def intent_set(split: str, root: Path = INTENTS_DIR) -> LabelledSet:
     """The team's intent set: data/intents/{train,test}.jsonl, one {"text", "label", "language"} per line."""
-    rows = [json.loads(line) for line in _lines(INTENTS_DIR / f"{split}.jsonl") if line.strip()]
+    rows = [json.loads(line) for line in _lines(Path(root) / f"{split}.jsonl") if line.strip()]
     unknown = {row["label"] for row in rows} - set(INTENT_LABELS)
     if unknown:
         raise ValueError(f"data/intents/{split}.jsonl has unknown labels: {sorted(unknown)}")

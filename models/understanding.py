@@ -64,13 +64,16 @@ class TextUnderstanding:
     """Analyzes batches of post texts: every head and the topic matcher read one shared vector."""
 
     def __init__(self, encoder: TextEncoder, heads: dict[str, Head], topics: Optional[TopicMatcher],
-                 version: str) -> None:
-        self.encoder, self.heads, self.topics, self.version = encoder, heads, topics, version
+                 version: str, task_models: Optional[dict[str, Any]] = None) -> None:
+        self.encoder, self.heads, self.topics = encoder, heads, topics
+        self.task_models = task_models or {}  # hub models that replace a head (models/hub_models.py)
+        self.version = version + "".join(f"+{task}={m.version}" for task, m in self.task_models.items())
 
     @classmethod
     def load(cls, artifacts: Path = ARTIFACTS_DIR, cache_dir: str = "~/.cache/triage/models",
              encoder: Optional[str] = None, threads: int = 2, int8: bool = False,
-             topics_file: Optional[str] = None) -> "TextUnderstanding":
+             topics_file: Optional[str] = None, sentiment_model: Optional[str] = None,
+             intent_model: Optional[str] = None) -> "TextUnderstanding":
         """Load the encoder (built offline by default), merge the adapters, load the heads."""
         torch.set_num_threads(threads)
         spec = json.loads((artifacts / "model.json").read_text(encoding="utf-8"))
@@ -84,13 +87,21 @@ class TextUnderstanding:
             text_encoder.quantize_int8()
         topics = TopicMatcher.from_file(topics_file, text_encoder) if topics_file else None
         version = spec["version"] + ("+int8" if int8 else "")
-        return cls(text_encoder, load_heads(artifacts, spec), topics, version)
+        task_models: dict[str, Any] = {}
+        if sentiment_model or intent_model:
+            from models.hub_models import HubSentiment, ZeroShotIntent
+            if sentiment_model:
+                task_models["sentiment"] = HubSentiment(sentiment_model)
+            if intent_model:
+                task_models["intent"] = ZeroShotIntent(intent_model)
+        return cls(text_encoder, load_heads(artifacts, spec), topics, version, task_models)
 
     @torch.inference_mode()
     def analyze(self, texts: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
         """One dict per text: {task: {label, score, scores}} for every head, plus 'topic' when configured."""
         vectors = self.encoder.embed(texts, batch_size)
-        per_task = {task: head.classify(vectors) for task, head in self.heads.items()}
+        per_task = {task: head.classify(vectors) for task, head in self.heads.items() if task not in self.task_models}
+        per_task.update({task: model.classify(texts) for task, model in self.task_models.items()})
         results = [{task: per_task[task][i] for task in per_task} for i in range(len(texts))]
         if self.topics:
             for result, topic in zip(results, self.topics.assign(vectors)):

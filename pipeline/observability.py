@@ -16,6 +16,9 @@ CONSUMER_LAG = Gauge("triage_consumer_lag", "Records behind the end of each assi
 END_TO_END_SECONDS = Histogram(
     "triage_end_to_end_seconds", "From the write to the raw topic to the Elasticsearch acknowledgement",
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0))
+STEP_POSTS = Counter("triage_step_posts_total", "Posts through each enrichment step", ["step"])
+STEP_BATCH_SIZE = Histogram("triage_step_batch_size", "Posts per model call of each enrichment step", ["step"],
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 BATCH_SIZE = Histogram("triage_index_batch_size", "Posts per Elasticsearch bulk request",
                        buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000))
 COMMITS = Counter("triage_offset_commits_total", "Offset commits after acknowledged writes", ["result"])

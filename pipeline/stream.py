@@ -90,7 +90,11 @@ class IndexAndPublish(beam.DoFn):
             observability.DEAD_LETTERS.labels("index_rejected").inc(len(letters))
 
     def _index_patiently(self, posts: list[dict[str, Any]]) -> list[Any]:
-        """Retry while Elasticsearch is unavailable, up to stream.max_outage_s; then fail the worker."""
+        """Retry while Elasticsearch is unavailable, up to stream.max_outage_s; then fail the worker.
+
+        A stop request during an outage fails at once: the batch cannot be flushed, its offsets stay
+        uncommitted, and the next start re-reads it.
+        """
         started = time.monotonic()
         delays = backoff_delays(1000, 1.0, cap_s=10.0)
         while True:
@@ -98,7 +102,7 @@ class IndexAndPublish(beam.DoFn):
                 return self._index.write(posts)
             except IndexUnavailable as exc:
                 waited = time.monotonic() - started
-                if waited > self.settings.stream.max_outage_s:
+                if waited > self.settings.stream.max_outage_s or STOP.is_set():
                     raise
                 observability.INDEX_RETRIES.inc()
                 log.warning("elasticsearch unavailable, holding the batch",
@@ -159,7 +163,7 @@ def check_connections(settings: Settings) -> None:
         es.info()
     finally:
         es.close()
-    consumer = KafkaConsumer(**kafka_options(settings.kafka))
+    consumer = KafkaConsumer(**kafka_options(settings.kafka), enable_auto_commit=False)
     try:
         missing = [t for t in [settings.kafka.topics.enriched, settings.kafka.topics.dead_letter]
                    if t not in consumer.topics()]

@@ -64,6 +64,25 @@ def settings(config_file: Path) -> Settings:
     return load_settings()
 
 
+def consume_all(settings: Settings, topic: str, expected: int, timeout_ms: int = 10_000) -> list:
+    """Read a topic from the beginning until `expected` records arrived or nothing came for timeout_ms."""
+    from kafka import KafkaConsumer
+
+    from pipeline.clients import kafka_options
+    consumer = KafkaConsumer(topic, **kafka_options(settings.kafka), auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=timeout_ms,
+                             session_timeout_ms=6000)
+    try:
+        messages = []
+        for message in consumer:
+            messages.append(message)
+            if len(messages) >= expected:
+                break
+        return messages
+    finally:
+        consumer.close()
+
+
 def _external() -> bool:
     return bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIAGE_ES_URL"))
 

@@ -6,30 +6,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
-from conftest import SAMPLES
+from conftest import SAMPLES, consume_all
 from connectors.jsonl_publisher import publish
 from pipeline.cli import main
-from pipeline.clients import kafka_options
 from pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
 POISON = [b"\x00\x01 not json at all", b'{"id": "k:empty", "source": "twitter", "text": ""}']
-
-
-def _consume_all(settings: Settings, topic: str, expected: int) -> list:
-    consumer = KafkaConsumer(topic, **kafka_options(settings.kafka), auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=5000)
-    try:
-        messages = []
-        for message in consumer:
-            messages.append(message)
-            if len(messages) >= expected:
-                break
-        return messages
-    finally:
-        consumer.close()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +34,7 @@ def test_batch_reads_the_whole_topic_and_dead_letters_go_to_their_topic(live: Se
     assert len(enriched) == samples
     assert len({post["id"] for post in enriched}) == samples
 
-    letters = _consume_all(live, live.kafka.topics.dead_letter, len(POISON))
+    letters = consume_all(live, live.kafka.topics.dead_letter, len(POISON))
     assert sorted(m.value for m in letters) == sorted(POISON)
     for message in letters:
         headers = dict(message.headers)
@@ -70,7 +54,7 @@ def test_batch_writes_enriched_posts_keyed_by_id_to_kafka(live: Settings, tmp_pa
     source = tmp_path / "few.jsonl"
     source.write_text("\n".join(SAMPLES.read_text(encoding="utf-8").splitlines()[:25]) + "\n", encoding="utf-8")
     assert main(["batch", "--input", str(source), "--output", "kafka"]) == 0
-    messages = _consume_all(live, live.kafka.topics.enriched, 25)
+    messages = consume_all(live, live.kafka.topics.enriched, 25)
     assert len(messages) == 25
     for message in messages:
         post = json.loads(message.value)

@@ -80,3 +80,29 @@ def test_one_forward_pass_serves_every_head(understanding: TextUnderstanding,
     monkeypatch.setattr(understanding.encoder, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     results = understanding.analyze(["eins zwei drei", "one two three"], batch_size=32)
     assert len(calls) == 1 and {"sentiment", "intent", "relevance", "topic"} <= set(results[0])
+
+
+def _tiny_classifier(folder: Path, labels: list[str], tokenizer_source: str) -> str:
+    """A small randomly initialised classifier saved locally: stands in for a hub model, offline."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    config = BertConfig(vocab_size=250037, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={label: i for i, label in enumerate(labels)})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(folder)
+    return str(folder)
+
+
+def test_hub_models_can_replace_the_sentiment_and_intent_heads(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    from models.encoder import resolve_encoder
+    encoder_dir = resolve_encoder("builtin:multilingual-e5-small", settings.models.cache_dir)
+    sentiment = _tiny_classifier(tmp_path / "sentiment", ["Negative", "Neutral", "Positive"], encoder_dir)
+    nli = _tiny_classifier(tmp_path / "nli", ["entailment", "neutral", "contradiction"], encoder_dir)
+    understanding = TextUnderstanding.load(cache_dir=settings.models.cache_dir, sentiment_model=sentiment,
+                                           intent_model=nli)
+    result = understanding.analyze(["Danke für die schnelle Hilfe", "Wo ist mein Paket?"])
+    for r in result:
+        assert set(r["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
+        assert set(r["intent"]["scores"]) == {"complaint", "question", "cancellation", "praise",
+                                              "purchase_interest", "spam", "other"}
+    assert f"sentiment=hub:{sentiment}" in understanding.version and f"intent=hub:{nli}" in understanding.version

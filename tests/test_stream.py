@@ -21,11 +21,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
-from kafka import KafkaConsumer
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, consume_all
 from pipeline import services
-from pipeline.clients import elasticsearch_client, kafka_options
+from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings, load_settings
 from pipeline.provision import setup_all
 from pipeline.sinks.kafka import producer
@@ -111,18 +110,7 @@ class StreamHarness:
         return int(self.es.count(index=alias)["count"])
 
     def consume(self, topic: str, expected: int, timeout_ms: int = 10_000) -> list[Any]:
-        consumer = KafkaConsumer(topic, **kafka_options(self.settings.kafka), auto_offset_reset="earliest",
-                                 enable_auto_commit=False, group_id=None, consumer_timeout_ms=timeout_ms,
-                                 session_timeout_ms=6000)
-        try:
-            messages = []
-            for message in consumer:
-                messages.append(message)
-                if len(messages) >= expected:
-                    break
-            return messages
-        finally:
-            consumer.close()
+        return consume_all(self.settings, topic, expected, timeout_ms)
 
     def stop_all(self) -> list[int]:
         for proc in self.workers:

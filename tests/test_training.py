@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from models import train
 from models.understanding import TextUnderstanding
@@ -32,13 +31,18 @@ def _write_benchmarks(root: Path) -> None:
 
 
 def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
-    data, out = tmp_path / "data", tmp_path / "artifacts"
+    data, out, intents = tmp_path / "data", tmp_path / "artifacts", tmp_path / "intents"
     _write_benchmarks(data)
-    assert train.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
-                       "--cache-dir", settings.models.cache_dir]) == 0
+    intents.mkdir()
+    labels = ["complaint", "question", "cancellation", "praise", "purchase_interest", "spam", "other"]
+    rows = [{"text": f"{label} Beispiel {i}", "label": label} for label in labels for i in range(6)]
+    (intents / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert train.main(["--data", str(data), "--out", str(out), "--intents", str(intents), "--epochs", "1",
+                       "--batch-size", "8", "--cache-dir", settings.models.cache_dir]) == 0
     spec = json.loads((out / "model.json").read_text())
     assert set(spec["heads"]) == {"sentiment", "relevance", "intent"}
-    assert spec["training"]["chosen_epoch"] == 1 and "umsab-de-val" in spec["training"]["validation"][0]
+    assert spec["training"]["chosen_epoch"] == 1
+    assert {"umsab-de-val", "umsab-en-val", "intents-train-holdout"} <= set(spec["training"]["validation"][0])
     assert spec["training"]["intent"]["chosen"]["cv_macro_f1"] > 0
     assert sum(f.stat().st_size for f in out.iterdir()) < 20_000_000
     result = TextUnderstanding.load(out, settings.models.cache_dir).analyze(["Danke!"])[0]

@@ -11,6 +11,7 @@ from typing import Any, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from apache_beam.ml.inference.base import ModelHandler
 
+from pipeline import observability
 from pipeline.config import Settings
 
 Post = dict[str, Any]
@@ -38,6 +39,8 @@ class EnrichmentStep(ModelHandler[Post, Post, ModelT], Generic[ModelT]):
     def run_inference(self, batch: Sequence[Post], model: ModelT,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[Post]:
         enriched = self.enrich(batch, model)
+        observability.STEP_POSTS.labels(self.name).inc(len(enriched))
+        observability.STEP_BATCH_SIZE.labels(self.name).observe(len(batch))
         version = self.version(model)
         for post in enriched:
             post["model_versions"] = {**post.get("model_versions", {}), self.name: version}

@@ -16,7 +16,8 @@ class Understand(EnrichmentStep[TextUnderstanding]):
         cfg = self.settings.models
         return TextUnderstanding.load(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.cache_dir,
                                       encoder=cfg.encoder, threads=cfg.threads, int8=cfg.int8,
-                                      topics_file=cfg.topics_file)
+                                      topics_file=cfg.topics_file, sentiment_model=cfg.sentiment_model,
+                                      intent_model=cfg.intent_model)
 
     def enrich(self, posts: Sequence[Post], model: TextUnderstanding) -> list[Post]:
         results = model.analyze([post["text"] for post in posts], self.settings.models.batch_size)
