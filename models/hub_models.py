@@ -7,7 +7,6 @@ top of the shared encoder, so the default stays the trained heads.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from transformers import pipeline
@@ -26,10 +25,6 @@ INTENT_HYPOTHESES = {
 }
 
 
-def _local(name: str) -> bool:
-    return Path(name).exists()
-
-
 def _result(scores: dict[str, float]) -> dict[str, Any]:
     label = max(scores, key=scores.__getitem__)
     return {"label": label, "score": round(scores[label], 4), "scores": {k: round(v, 4) for k, v in scores.items()}}
@@ -40,7 +35,7 @@ class HubSentiment:
 
     def __init__(self, name_or_path: str, max_tokens: int = 128) -> None:
         self._classify = pipeline("text-classification", model=name_or_path, tokenizer=name_or_path, top_k=None,
-                                  device=-1, model_kwargs={"local_files_only": _local(name_or_path)})
+                                  device=-1)
         self._mapping = self._map_labels(self._classify.model.config.id2label.values())
         self.max_tokens = max_tokens
         self.version = f"hub:{name_or_path}"
@@ -64,8 +59,7 @@ class ZeroShotIntent:
     """Intent by natural-language inference: how strongly the post entails 'This post is <intent>.'"""
 
     def __init__(self, name_or_path: str) -> None:
-        self._classify = pipeline("zero-shot-classification", model=name_or_path, tokenizer=name_or_path, device=-1,
-                                  model_kwargs={"local_files_only": _local(name_or_path)})
+        self._classify = pipeline("zero-shot-classification", model=name_or_path, tokenizer=name_or_path, device=-1)
         self._by_hypothesis = {h: label for label, h in INTENT_HYPOTHESES.items()}
         self.version = f"hub:{name_or_path}"
 

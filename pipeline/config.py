@@ -101,6 +101,8 @@ class ModelSettings(_Section):
     int8: bool
     batch_size: int = Field(ge=1, le=1024)
     topics_file: Optional[str] = None
+    sentiment_model: Optional[str] = None
+    intent_model: Optional[str] = None
 
 
 class StreamSettings(_Section):
