@@ -56,11 +56,12 @@ def benchmark_results(understanding: Any, data_dir: str, limit: Optional[int] = 
 
 def intent_result(understanding: Any) -> Result:
     test = datasets.intent_set("test")
-    result = _classification(understanding, test, datasets.INTENT_LABELS, None)
+    started = time.monotonic()
     predicted = [r["intent"]["label"] for r in understanding.analyze(test.texts)]
-    result.detail = {label: round(metrics.macro_f1(test.labels, predicted, [label]), 3)
-                     for label in datasets.INTENT_LABELS}
-    return result
+    labels = datasets.INTENT_LABELS
+    return Result(test.name, test.metric, metrics.macro_f1(test.labels, predicted, labels), len(test.texts),
+                  time.monotonic() - started,
+                  detail={label: round(metrics.macro_f1(test.labels, predicted, [label]), 3) for label in labels})
 
 
 def language_result(detector: Any, path: Path = EVAL_DIR / "language.jsonl") -> Result:

@@ -106,3 +106,15 @@ def test_hub_models_can_replace_the_sentiment_and_intent_heads(tmp_path: Path, s
         assert set(r["intent"]["scores"]) == {"complaint", "question", "cancellation", "praise",
                                               "purchase_interest", "spam", "other"}
     assert f"sentiment=hub:{sentiment}" in understanding.version and f"intent=hub:{nli}" in understanding.version
+
+
+def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import main
+    monkeypatch.delenv("TRIAGE_DATA_DIR", raising=False)
+    assert main(["eval"]) == 0
+    out = capsys.readouterr().out
+    scores = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
+              if line.split() and line.split()[0] in ("language", "pii-recall", "pii-precision", "intents-test")}
+    assert scores["language"] >= 0.98 and scores["pii-recall"] >= 0.95 and scores["pii-precision"] >= 0.90
+    assert 0.5 < scores["intents-test"] <= 1.0
+    assert "public benchmarks skipped" in out
