@@ -1,6 +1,7 @@
 """The understanding models: adapters, encoder build, topics, and predictions a care agent would check."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, m
     monkeypatch.delenv("TRIAGE_DATA_DIR", raising=False)
     assert main(["eval"]) == 0
     out = capsys.readouterr().out
-    scores = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
+    scores = {line.split()[0]: float(re.search(r" (\d\.\d{3}) ", line).group(1)) for line in out.splitlines()
               if line.split() and line.split()[0] in ("language", "pii-recall", "pii-precision", "intents-test")}
     assert scores["language"] >= 0.98 and scores["pii-recall"] >= 0.95 and scores["pii-precision"] >= 0.90
     assert 0.5 < scores["intents-test"] <= 1.0
