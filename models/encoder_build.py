@@ -186,13 +186,13 @@ def build_encoder(cache_dir: str | os.PathLike[str]) -> Path:
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     _write_folder(reader, tokenizer, partial)
+    built = _sha256(partial / "model.safetensors")
+    if built != RESULT_SHA256:  # checked before the old build is replaced, so a bad build never removes a good one
+        raise EncoderBuildError(f"the rebuilt encoder's weights differ from the verified build (sha256 {built})")
     if out.exists():
         for stale in out.iterdir():
             stale.unlink()
         out.rmdir()
-    built = _sha256(partial / "model.safetensors")
-    if built != RESULT_SHA256:
-        raise EncoderBuildError(f"the rebuilt encoder's weights differ from the verified build (sha256 {built})")
     partial.rename(out)  # atomic: a crash mid-build never leaves a half-written model in place
     done.write_text(built + "\n")
     return out

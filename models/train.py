@@ -64,7 +64,7 @@ def _examples(data_dir: str, intents_dir: Path) -> list[tuple[str, dict[str, str
     return examples
 
 
-def _batches(examples: list, tokenizer: Any, batch_size: int, rng: random.Random) -> list[list]:
+def _batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
     """Shuffled batches of similar length (little padding), in shuffled order."""
     shuffled = examples[:]
     rng.shuffle(shuffled)
@@ -114,7 +114,7 @@ def train_encoder(data_dir: str, intents_dir: Path, cache_dir: str, out: Path, e
     encoder.train()
     started, step = time.monotonic(), 0
     for epoch in range(1, epochs + 1):
-        for batch in _batches(examples, encoder.tokenizer, batch_size, rng):
+        for batch in _batches(examples, batch_size, rng):
             tokens = encoder.tokenize([text for text, _ in batch])
             vectors = dropout(encoder(tokens["input_ids"], tokens["attention_mask"]))
             loss = torch.zeros(())

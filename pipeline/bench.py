@@ -25,10 +25,16 @@ _EDITS = [
 ]
 
 
-def make_input(samples: str, n: int, path: Path, seed: int = 7) -> None:
+def read_posts(samples: str) -> list[dict[str, Any]]:
+    """Every post in the JSONL files matching the glob."""
     posts = [json.loads(line) for p in sorted(glob.glob(samples)) for line in open(p, encoding="utf-8") if line.strip()]
     if not posts:
         raise FileNotFoundError(f"no sample posts match {samples}")
+    return posts
+
+
+def make_input(samples: str, n: int, path: Path, seed: int = 7) -> None:
+    posts = read_posts(samples)
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as out:
         for i in range(n):

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
+from pipeline.bench import read_posts
 from pipeline.clients import elasticsearch_client, kafka_options
 from pipeline.config import Settings, load_settings
 from pipeline.provision import setup_all
@@ -61,12 +62,6 @@ class _Poller(threading.Thread):
             time.sleep(0.05)
 
 
-def _posts(samples: str) -> list[dict[str, Any]]:
-    import glob
-    return [json.loads(line) for path in sorted(glob.glob(samples)) for line in open(path, encoding="utf-8")
-            if line.strip()]
-
-
 def _lag(settings: Settings, group: str, topic: str) -> int:
     consumer = KafkaConsumer(**kafka_options(settings.kafka), group_id=group, enable_auto_commit=False)
     try:
@@ -97,7 +92,7 @@ def run(base: Settings, samples: str, duration_s: float, workdir: str, config: O
                               stdout=subprocess.DEVNULL, stderr=open(work / "stream-worker.log", "wb"))
     poller = _Poller(es, settings.elasticsearch.read_alias)
     poller.start()
-    posts = _posts(samples)
+    posts = read_posts(samples)
     counter = 0
 
     def send(phase: str, rate: Optional[int], seconds: float) -> list[str]:
