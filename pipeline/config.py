@@ -80,6 +80,11 @@ class ElasticsearchSettings(_Section):
     def write_alias(self) -> str:
         return f"{self.index_prefix}-write"
 
+    @property
+    def private_index(self) -> str:
+        """Raw posts and personal-data spans, for agents only (pipeline/documents.py)."""
+        return f"{self.index_prefix}-private"
+
 
 class EnrichmentSettings(_Section):
     steps: list[str] = Field(min_length=1)
@@ -103,6 +108,11 @@ class ModelSettings(_Section):
     topics_file: Optional[str] = None
     sentiment_model: Optional[str] = None
     intent_model: Optional[str] = None
+
+
+class RoutingSettings(_Section):
+    rules_file: str = Field(min_length=1)
+    reload_s: float = Field(gt=0)
 
 
 class StreamSettings(_Section):
@@ -137,6 +147,7 @@ class Settings(_Section):
     elasticsearch: ElasticsearchSettings
     enrichment: EnrichmentSettings
     models: ModelSettings
+    routing: RoutingSettings
     stream: StreamSettings
     pii: PiiSettings
     services: ServicesSettings

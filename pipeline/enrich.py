@@ -18,11 +18,12 @@ from pipeline.records import DeadLetter, RawRecord, dead_letter, parse_post, pos
 from pipeline.steps.base import EnrichmentStep, Post
 from pipeline.steps.language import DetectLanguage
 from pipeline.steps.pii import DetectPii
+from pipeline.steps.routing import Route
 from pipeline.steps.understanding import Understand
 
 # Steps by name, in the order they run. A new enrichment registers here and in enrichment.steps.
 STEP_REGISTRY: dict[str, type[EnrichmentStep[Any]]] = {
-    "language": DetectLanguage, "pii": DetectPii, "understanding": Understand}
+    "language": DetectLanguage, "pii": DetectPii, "understanding": Understand, "routing": Route}
 SUMMARY_NAMESPACE = "triage.summary"
 DEAD_LETTER_TAG = "dead_letters"
 
@@ -61,6 +62,9 @@ def finish(post: Post) -> Post:
     for field in ("sentiment", "intent", "relevance", "topic"):
         if post.get(field, {}).get("label"):
             count(SUMMARY_NAMESPACE, f"{field}.{post[field]['label']}").inc()
+    if "triage" in post:
+        count(SUMMARY_NAMESPACE, f"queue.{post['triage']['queue']}").inc()
+        count(SUMMARY_NAMESPACE, f"priority.{post['triage']['priority']}").inc()
     if post.get("pii", {}).get("found"):
         count(SUMMARY_NAMESPACE, "pii_found").inc()
         for pii_type in post["pii"]["types"]:

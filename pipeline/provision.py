@@ -43,7 +43,11 @@ def first_index_name(cfg: ElasticsearchSettings) -> str:
 
 def install_index(es: Elasticsearch, cfg: ElasticsearchSettings) -> list[str]:
     es.indices.put_index_template(name=cfg.index_prefix, **schemas.index_template(cfg.index_prefix))
-    lines = [f"index template {cfg.index_prefix}: installed"]
+    es.indices.put_index_template(name=cfg.private_index, **schemas.index_template(cfg.index_prefix, "private"))
+    lines = [f"index templates {cfg.index_prefix}, {cfg.private_index}: installed"]
+    if not es.indices.exists(index=cfg.private_index):
+        es.indices.create(index=cfg.private_index)
+        lines.append(f"index {cfg.private_index}: created (raw posts, agents only)")
     if es.indices.exists_alias(name=cfg.write_alias):
         lines.append(f"write alias {cfg.write_alias}: exists")
         return lines

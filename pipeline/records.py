@@ -20,6 +20,9 @@ class RawRecord(NamedTuple):
     produced_ms: Optional[int] = None  # when it was written to Kafka, for end-to-end latency
 
 
+# The fields of the Post schema: what a source delivers and what reprocessing reads back.
+POST_FIELDS = tuple(schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"])
+
 # Keys starting with this travel with a post inside the pipeline but are never written out.
 INTERNAL_PREFIX = "_"
 

@@ -21,7 +21,7 @@ def format_batch_summary(summary: Summary) -> str:
     lines += _table("by source", summary.breakdown("source"))
     lines += _table("by language", summary.breakdown("language"))
     lines += _table("personal data by type", summary.breakdown("pii"))
-    for field in ("sentiment", "intent", "relevance", "topic"):
+    for field in ("sentiment", "intent", "relevance", "topic", "queue", "priority"):
         lines += _table(f"by {field}", summary.breakdown(field))
     dead_where = summary.dead_letters.name if summary.dead_letters.kind == "file" else f"kafka:{summary.dead_letters.name}"
     lines.append(f"  dead letters: {dead}" + (f" -> {dead_where}" if dead else ""))

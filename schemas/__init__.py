@@ -54,9 +54,9 @@ def first_error(name: str, record: Any) -> str | None:
     return f"{where}: must satisfy {err.validator}={json.dumps(err.validator_value)[:120]}"
 
 
-def index_template(index_prefix: str) -> dict[str, Any]:
-    """The composable index template for the posts indices named '<index_prefix>-*'."""
-    text = resources.files(__package__).joinpath("elasticsearch/posts.index-template.json").read_text(encoding="utf-8")
+def index_template(index_prefix: str, kind: str = "posts") -> dict[str, Any]:
+    """A composable index template: 'posts' (redacted, '<prefix>-*') or 'private' ('<prefix>-private')."""
+    text = resources.files(__package__).joinpath(f"elasticsearch/{kind}.index-template.json").read_text(encoding="utf-8")
     return json.loads(text.replace("{index_prefix}", index_prefix))
 
 

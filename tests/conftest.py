@@ -106,7 +106,8 @@ def live(settings: Settings) -> Iterator[Settings]:
             from kafka import KafkaAdminClient
             es = elasticsearch_client(settings.elasticsearch)
             es.indices.delete(index=f"{settings.elasticsearch.index_prefix}-*", ignore_unavailable=True)
-            es.indices.delete_index_template(name=settings.elasticsearch.index_prefix)
+            for template in (settings.elasticsearch.index_prefix, settings.elasticsearch.private_index):
+                es.indices.delete_index_template(name=template)
             es.close()
             admin = KafkaAdminClient(**kafka_options(settings.kafka))
             topics = settings.kafka.topics

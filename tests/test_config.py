@@ -12,7 +12,7 @@ def test_defaults_load_without_any_file_or_environment() -> None:
     settings = load_settings(environ={})
     assert settings.kafka.topics.raw == "triage.posts.raw"
     assert settings.elasticsearch.write_alias == "triage-posts-write"
-    assert settings.enrichment.steps == ["language", "pii", "understanding"]
+    assert settings.enrichment.steps == ["language", "pii", "understanding", "routing"]
 
 
 def test_file_then_environment_override(tmp_path: Path) -> None:

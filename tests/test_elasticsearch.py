@@ -27,8 +27,11 @@ def test_setup_is_idempotent_and_creates_versioned_index_behind_aliases(live: Se
     assert set(aliases) == {index}
     assert aliases[index]["aliases"][cfg.write_alias].get("is_write_index") is True
     mapping = es.indices.get_mapping(index=index).body[index]["mappings"]["properties"]
-    assert mapping["text"]["fields"]["de"]["analyzer"] == "german"
+    assert mapping["text_redacted"]["fields"]["de"]["analyzer"] == "german"
     assert mapping["pii"]["properties"]["types"]["type"] == "keyword"
+    assert "text" not in mapping
+    private = es.indices.get_mapping(index=cfg.private_index).body[cfg.private_index]["mappings"]["properties"]
+    assert private["text"]["fields"]["de"]["analyzer"] == "german"
 
 
 def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, indexed_samples: int) -> None:
@@ -38,9 +41,25 @@ def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, 
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == indexed_samples
     first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[0])
-    doc = es.get(index=alias, id=first["id"])
-    assert doc["_source"]["text"] == first["text"]
-    assert doc["_source"]["language"]["code"] in ("de", "en", "und")
+    doc = es.get(index=alias, id=first["id"])["_source"]
+    assert doc["language"]["code"] in ("de", "en", "und")
+    assert doc["agent"] == {"status": "new"}
+    assert "text" not in doc and "text_redacted" in doc
+    assert es.get(index=live.elasticsearch.private_index, id=first["id"])["_source"]["text"] == first["text"]
+
+
+def test_a_redelivered_post_keeps_the_agents_fields(live: Settings, es, indexed_samples: int) -> None:
+    alias = live.elasticsearch.read_alias
+    first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[1])
+    es.update(index=alias, id=first["id"], doc={"agent": {"status": "claimed", "assignee": "mia"}}, refresh=True)
+    try:
+        assert ElasticsearchBulkWriter(es, live.elasticsearch).write([{**first, "text_redacted": "neu"}]) == []
+        es.indices.refresh(index=alias)
+        doc = es.get(index=alias, id=first["id"])["_source"]
+        assert doc["agent"] == {"status": "claimed", "assignee": "mia"}
+        assert doc["text_redacted"] == "neu"
+    finally:
+        es.update(index=alias, id=first["id"], doc={"agent": {"status": "new", "assignee": None}}, refresh=True)
 
 
 def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Settings, es) -> None:
@@ -67,10 +86,11 @@ class _ThrottlingElasticsearch(BaseHTTPRequestHandler):
         if type(self).calls <= type(self).throttled:
             status, payload = 429, {"error": {"type": "es_rejected_execution_exception"}, "status": 429}
         else:
-            ids = [json.loads(line)["index"]["_id"] for line in body.splitlines()[::2]]
+            actions = [json.loads(line) for line in body.splitlines()[::2]]
             status = 200
-            payload = {"errors": False, "took": 1,
-                       "items": [{"index": {"_id": i, "status": 201, "result": "created"}} for i in ids]}
+            payload = {"errors": False, "took": 1, "items": [
+                {op: {"_id": meta["_id"], "status": 201, "result": "created"}}
+                for action in actions for op, meta in action.items()]}
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

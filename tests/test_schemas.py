@@ -6,6 +6,7 @@ import json
 import pytest
 
 import schemas
+from pipeline.documents import PRIVATE_POST_FIELDS
 from conftest import SAMPLES
 
 
@@ -39,11 +40,17 @@ def test_enriched_schema_accepts_post_fields_and_rejects_unknown_ones() -> None:
     assert "unexpected" in schemas.first_error(schemas.ENRICHED_POST_SCHEMA, {**enriched, "extra": 1})
 
 
-def test_index_template_maps_every_enriched_field() -> None:
-    post_fields = schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"]
-    enriched_fields = schemas.load_json(schemas.ENRICHED_POST_SCHEMA)["properties"]
-    mapped = schemas.index_template("x")["template"]["mappings"]["properties"]
-    assert set(post_fields) | set(enriched_fields) <= set(mapped)
-    assert mapped["text"]["fields"]["de"]["analyzer"] == "german"
-    assert mapped["text"]["fields"]["en"]["analyzer"] == "english"
+def test_index_templates_map_every_field_and_keep_raw_text_out_of_the_posts_index() -> None:
+    post_fields = set(schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"])
+    enriched_fields = set(schemas.load_json(schemas.ENRICHED_POST_SCHEMA)["properties"])
+    analyst = schemas.index_template("x")["template"]["mappings"]["properties"]
+    private = schemas.index_template("x", "private")["template"]["mappings"]["properties"]
+    assert (post_fields | enriched_fields) - set(PRIVATE_POST_FIELDS) <= set(analyst)
+    assert not {"text", "title", "url", "metadata"} & set(analyst)
+    assert set(analyst["author"]["properties"]) == {"followers"}
+    assert "spans" not in analyst["pii"]["properties"]
+    assert post_fields <= set(private)
+    assert analyst["text_redacted"]["fields"]["de"]["analyzer"] == "german"
+    assert private["text"]["fields"]["en"]["analyzer"] == "english"
     assert schemas.index_template("triage-posts")["index_patterns"] == ["triage-posts-*"]
+    assert schemas.index_template("triage-posts", "private")["index_patterns"] == ["triage-posts-private"]

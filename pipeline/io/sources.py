@@ -9,15 +9,15 @@ from typing import Any, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
+from apache_beam.metrics import Metrics
 from elasticsearch.helpers import scan
 from kafka import KafkaConsumer, TopicPartition
 
-import schemas
 from pipeline.clients import elasticsearch_client, kafka_options
 from pipeline.config import ElasticsearchSettings, KafkaSettings
-from pipeline.records import RawRecord, post_payload
+from pipeline.enrich import SUMMARY_NAMESPACE
+from pipeline.records import POST_FIELDS, RawRecord, post_payload
 
-POST_FIELDS = tuple(schemas.load_json(schemas.POST_SCHEMA)["$defs"]["post"]["properties"])
 
 
 class ReadJsonlFiles(beam.PTransform):
@@ -93,7 +93,10 @@ class ReadKafkaRange(beam.PTransform):
 
 
 class ScanIndex(beam.DoFn):
-    """Re-reads the Post fields of indexed documents matching a query string (for reprocessing)."""
+    """Re-reads the posts whose redacted documents match a query string (for reprocessing).
+
+    The query runs on the posts index; the raw posts come from the private index by id, in pages.
+    """
 
     def __init__(self, cfg: ElasticsearchSettings, index: str, query: str) -> None:
         self.cfg, self.index, self.query = cfg, index, query
@@ -101,12 +104,29 @@ class ScanIndex(beam.DoFn):
     def process(self, _: Any) -> Iterator[RawRecord]:
         es = elasticsearch_client(self.cfg)
         try:
-            body = {"query": {"query_string": {"query": self.query}}, "_source": list(POST_FIELDS)}
-            for hit in scan(es, index=self.index, query=body, size=500):
-                post = {k: v for k, v in hit["_source"].items() if k in POST_FIELDS}
-                yield RawRecord(post_payload(post), f"es:{self.index}/{hit['_id']}")
+            hits = scan(es, index=self.index, query={"query": {"query_string": {"query": self.query}}, "_source": False},
+                        size=500)
+            for page in _pages((hit["_id"] for hit in hits), 500):
+                for doc in es.mget(index=self.cfg.private_index, ids=page)["docs"]:
+                    if not doc.get("found"):
+                        # Without the raw post there is nothing to re-enrich; reprocessing copies the old document.
+                        Metrics.counter(SUMMARY_NAMESPACE, "raw_post_missing").inc()
+                        continue
+                    post = {k: v for k, v in doc["_source"].items() if k in POST_FIELDS}
+                    yield RawRecord(post_payload(post), f"es:{self.index}/{doc['_id']}")
         finally:
             es.close()
+
+
+def _pages(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    page: list[str] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 class ReadIndex(beam.PTransform):

@@ -1,6 +1,9 @@
 """Bulk indexing of enriched posts with deterministic ids, bounded retries and per-document rejections.
 
-The document _id is the post id, so a re-run or a redelivery overwrites instead of duplicating.
+Each post becomes two documents (pipeline/documents.py): the redacted one is upserted into the posts
+write alias, the raw one is indexed into the private index. Both use the post id as _id, so a re-run
+or a redelivery overwrites instead of duplicating. The upsert only replaces the pipeline's fields:
+the agents' workflow fields (`agent.*`) survive a redelivery, and a new post starts as status 'new'.
 Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
 documents that failed; any other per-document error is a rejection returned to the caller with a
 reason that names the field and the error type but never the value.
@@ -17,7 +20,7 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
 from pipeline.config import ElasticsearchSettings
-from pipeline.records import public
+from pipeline.documents import NEW_POST_AGENT_FIELDS, analyst_document, private_document
 from pipeline.sinks.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -48,12 +51,18 @@ class ElasticsearchBulkWriter:
         self.index = index or cfg.write_alias
 
     def _bulk(self, posts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result per post: the worse of its two documents' results."""
         operations: list[str] = []
         for post in posts:
-            operations.append(json.dumps({"index": {"_index": self.index, "_id": post["id"]}}))
-            operations.append(json.dumps(public(post), ensure_ascii=False))
+            doc = analyst_document(post)
+            operations.append(json.dumps({"update": {"_index": self.index, "_id": post["id"]}}))
+            operations.append(json.dumps({"doc": doc, "upsert": {**doc, "agent": NEW_POST_AGENT_FIELDS}},
+                                         ensure_ascii=False))
+            operations.append(json.dumps({"index": {"_index": self.cfg.private_index, "_id": post["id"]}}))
+            operations.append(json.dumps(private_document(post), ensure_ascii=False))
         response = self.es.bulk(operations="\n".join(operations) + "\n")
-        return [item["index"] for item in response["items"]]
+        results = [next(iter(item.values())) for item in response["items"]]
+        return [max(pair, key=lambda r: r["status"]) for pair in zip(results[::2], results[1::2])]
 
     def write(self, posts: Sequence[dict[str, Any]]) -> list[Rejection]:
         """Index posts; return the rejected ones. Raises IndexUnavailable when retries run out."""
