@@ -46,7 +46,7 @@ def test_every_good_post_is_enriched_once(batch_run: dict) -> None:
     for post in enriched:
         assert schemas.first_error(schemas.ENRICHED_POST_SCHEMA, post) is None, post["id"]
         assert set(post["model_versions"]) == {"language", "pii", "understanding", "routing"}
-            assert post["triage"]["queue"] and post["triage"]["priority"] in ("P1", "P2", "P3", "P4")
+        assert post["triage"]["queue"] and post["triage"]["priority"] in ("P1", "P2", "P3", "P4")
         for field in ("sentiment", "intent", "relevance"):
             assert post[field]["label"] in post[field]["scores"]
             assert abs(sum(post[field]["scores"].values()) - 1) < 0.01
