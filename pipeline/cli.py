@@ -1,4 +1,4 @@
-"""The `triage` command line: services, setup, batch, publish, query, demo, bench.
+"""The `triage` command line: services, setup, batch, stream, publish, query, the agents' desk, reprocess, alerts.
 
 Heavy modules (Beam, clients) are imported inside the commands so that logging is configured first
 and `triage services up` starts instantly.
@@ -83,10 +83,13 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.clients import elasticsearch_client
     filters = query.QueryFilters(text=" ".join(args.text) or None, source=args.source, language=args.language,
                                  sentiment=args.sentiment, intent=args.intent, topic=args.topic,
-                                 pii_type=args.pii_type, pii=args.pii,
-                                 since=args.since, until=args.until)
+                                 pii_type=args.pii_type, queue=args.queue, priority=args.priority, status=args.status,
+                                 pii=args.pii, since=args.since, until=args.until)
     es = elasticsearch_client(settings.elasticsearch)
+    index = settings.elasticsearch.read_alias
     try:
+        if args.sla or args.top_terms or args.by:
+            return _analytics(es, index, filters, args)
         if args.summary:
             result = query.summarize(es, settings.elasticsearch.read_alias, filters, args.interval)
             print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else query.format_summary(result))
@@ -96,6 +99,79 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         es.close()
     return 0
+
+
+def _analytics(es, index: str, filters, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from pipeline import analytics
+    if args.sla:
+        result: object = analytics.service_level(es, index, filters)
+        text = analytics.format_service_level(result)  # type: ignore[arg-type]
+    elif args.top_terms:
+        if not filters.sentiment:
+            filters.sentiment = ["negative"]
+        result = analytics.top_terms(es, index, filters, args.size)
+        text = "\n".join(f"  {term:<24} {count:>6}" for term, count in result)  # type: ignore[attr-defined]
+    else:
+        counts = analytics.over_time(es, index, filters, args.by, args.interval)
+        result = analytics.shares(counts) if args.share else counts
+        text = "\n".join(f"  {when}  " + "  ".join(f"{k}={v}" for k, v in row.items()) for when, row in result.items())
+    print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _desk(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import desk
+    from pipeline.clients import elasticsearch_client
+    cfg, agent = settings.elasticsearch, desk.current_agent(args.agent)
+    es = elasticsearch_client(cfg)
+    try:
+        if args.command == "queue":
+            result = desk.queue(es, cfg, args.queue, agent if args.mine else None, size=args.size)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else desk.format_queue(result))
+            return 0
+        if args.command == "export-labels":
+            print(f"exported {desk.export_labels(es, cfg, args.out)} corrected posts to {args.out}")
+            return 0
+        actions = {
+            "claim": lambda: desk.claim(es, cfg, args.id, agent, args.force),
+            "answer": lambda: desk.answer(es, cfg, args.id, agent, args.note, args.force),
+            "close": lambda: desk.close(es, cfg, args.id, agent),
+            "relabel": lambda: desk.relabel(es, cfg, args.id, agent, args.intent, args.sentiment, args.topic),
+        }
+        post = actions[args.command]()
+        state = post["agent"]
+        print(f"{args.id}: {state['status']}" + (f" by {state['assignee']}" if state.get("assignee") else "")
+              + (f", within SLA: {state['within_sla']}" if "within_sla" in state else ""))
+        return 0
+    except desk.DeskError as exc:
+        print(f"triage {args.command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        es.close()
+
+
+def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import reprocess
+    report = reprocess.reprocess(settings, args.workdir)
+    print(reprocess.format_report(report, settings.elasticsearch))
+    return 0
+
+
+def _alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pipeline import alerts
+    from pipeline.clients import elasticsearch_client
+    cfg = settings.alerts
+    if args.webhook:
+        from pydantic import SecretStr
+        cfg = cfg.model_copy(update={"webhook_url": SecretStr(args.webhook)})
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
+        alerts.run(es, settings.elasticsearch.read_alias, cfg, args.every, now)
+        return 0
+    finally:
+        es.close()
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -190,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("query", _query, "Search the posts index (redacted text) or summarise it.")
     sub.add_argument("text", nargs="*", help="full-text query (German and English stemming; +, | and - work)")
-    for facet in ("source", "language", "sentiment", "intent", "topic", "pii-type"):
+    for facet in ("source", "language", "sentiment", "intent", "topic", "pii-type", "queue", "priority", "status"):
         sub.add_argument(f"--{facet}", action="append", default=[], help=f"only posts with this {facet} (repeatable)")
     sub.add_argument("--pii", action=argparse.BooleanOptionalAction, default=None,
                      help="only posts with (--pii) or without (--no-pii) personal data")
@@ -199,7 +275,49 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--size", type=int, default=20, help="posts to show (default 20)")
     sub.add_argument("--summary", action="store_true", help="counts by source, language, labels and day")
     sub.add_argument("--interval", default="day", choices=["hour", "day", "week", "month"])
+    sub.add_argument("--by", choices=["source", "language", "sentiment", "intent", "topic", "queue", "priority", "status"],
+                     help="posts per --interval split by this field (e.g. --by sentiment --share)")
+    sub.add_argument("--share", action="store_true", help="with --by: fractions of each interval instead of counts")
+    sub.add_argument("--sla", action="store_true", help="unanswered, overdue, answered within SLA, per queue")
+    sub.add_argument("--top-terms", action="store_true", help="most frequent words (default: of negative posts)")
     sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    def desk_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = command(name, _desk, help)
+        sub.add_argument("--agent", help="who is acting (default: $TRIAGE_AGENT, then the login name)")
+        return sub
+
+    sub = desk_command("queue", "Open posts for agents, most urgent first (priority, then due time).")
+    sub.add_argument("--queue", help="only this queue (e.g. billing)")
+    sub.add_argument("--mine", action="store_true", help="only posts claimed by me")
+    sub.add_argument("--size", type=int, default=30)
+    sub.add_argument("--json", action="store_true")
+    sub = desk_command("claim", "Take a post; refused when another agent holds it.")
+    sub.add_argument("id")
+    sub.add_argument("--force", action="store_true", help="take it over from another agent")
+    sub = desk_command("answer", "Mark a post answered (records whether it met its deadline).")
+    sub.add_argument("id")
+    sub.add_argument("--note", help="a note for colleagues, kept beside the raw post")
+    sub.add_argument("--force", action="store_true", help="answer although another agent holds it")
+    sub = desk_command("close", "Close a post that needs no answer (spam, duplicate).")
+    sub.add_argument("id")
+    sub = desk_command("relabel", "Correct the model's labels; corrections become training data.")
+    sub.add_argument("id")
+    sub.add_argument("--intent")
+    sub.add_argument("--sentiment")
+    sub.add_argument("--topic")
+    sub = desk_command("export-labels", "Write agents' corrected labels as JSONL training data (redacted text).")
+    sub.add_argument("--out", default="corrected-labels.jsonl")
+
+    sub = command("reprocess", _reprocess, "Re-enrich the posts index with the current models and rules into a new "
+                                           "index version, then swap the aliases (no downtime, agents' fields kept).")
+    sub.add_argument("--workdir", default=".triage/reprocess", help="where dead letters of the run go")
+
+    sub = command("alerts", _alerts, "Detect spikes (topic volume, negative share) in the last hour against the same "
+                                     "hour of previous days; post them to a Slack/Teams webhook.")
+    sub.add_argument("--webhook", help="incoming-webhook URL (default: alerts.webhook_url / TRIAGE_ALERTS__WEBHOOK_URL)")
+    sub.add_argument("--every", type=float, help="keep checking every this many seconds")
+    sub.add_argument("--now", help=argparse.SUPPRESS)  # evaluate as of this time (tests, replays)
 
     sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise.")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")

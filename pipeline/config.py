@@ -115,6 +115,14 @@ class RoutingSettings(_Section):
     reload_s: float = Field(gt=0)
 
 
+class AlertSettings(_Section):
+    webhook_url: Optional[SecretStr] = None  # a secret: whoever has the URL can post to the channel
+    baseline_days: int = Field(ge=1, le=60)
+    min_posts: int = Field(ge=1)
+    volume_factor: float = Field(gt=1)
+    negative_share_rise: float = Field(gt=0, le=1)
+
+
 class StreamSettings(_Section):
     group_id: str
     poll_timeout_ms: int = Field(ge=10, le=60_000)
@@ -148,6 +156,7 @@ class Settings(_Section):
     enrichment: EnrichmentSettings
     models: ModelSettings
     routing: RoutingSettings
+    alerts: AlertSettings
     stream: StreamSettings
     pii: PiiSettings
     services: ServicesSettings

@@ -12,9 +12,10 @@ from elasticsearch import Elasticsearch
 
 SEARCH_FIELDS = ["text_redacted", "text_redacted.de", "text_redacted.en", "title", "title.de", "title.en"]
 FACETS = {"source": "source", "language": "language.code", "sentiment": "sentiment.label",
-          "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types"}
+          "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types", "queue": "triage.queue",
+          "priority": "triage.priority", "status": "agent.status"}
 RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "text_redacted",
-                 "url"]
+                 "triage.queue", "triage.priority", "agent.status"]
 
 
 @dataclass
@@ -26,6 +27,9 @@ class QueryFilters:
     intent: list[str] = field(default_factory=list)
     topic: list[str] = field(default_factory=list)
     pii_type: list[str] = field(default_factory=list)
+    queue: list[str] = field(default_factory=list)
+    priority: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
     pii: Optional[bool] = None
     since: Optional[str] = None  # anything Elasticsearch date math accepts: 2026-11-01, now-7d
     until: Optional[str] = None

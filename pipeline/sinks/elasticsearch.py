@@ -1,9 +1,9 @@
 """Bulk indexing of enriched posts with deterministic ids, bounded retries and per-document rejections.
 
-Each post becomes two documents (pipeline/documents.py): the redacted one is upserted into the posts
-write alias, the raw one is indexed into the private index. Both use the post id as _id, so a re-run
-or a redelivery overwrites instead of duplicating. The upsert only replaces the pipeline's fields:
-the agents' workflow fields (`agent.*`) survive a redelivery, and a new post starts as status 'new'.
+Each post becomes two documents (pipeline/documents.py): a redacted one in the posts write alias and
+a raw one in the private index. Both use the post id as _id, so a re-run or a redelivery overwrites
+instead of duplicating. Both are upserts that only replace the pipeline's fields: the agents' fields
+(`agent.*`, `agent_notes`) survive a redelivery or a reprocess, and a new post starts as status 'new'.
 Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
 documents that failed; any other per-document error is a rejection returned to the caller with a
 reason that names the field and the error type but never the value.
@@ -58,8 +58,8 @@ class ElasticsearchBulkWriter:
             operations.append(json.dumps({"update": {"_index": self.index, "_id": post["id"]}}))
             operations.append(json.dumps({"doc": doc, "upsert": {**doc, "agent": NEW_POST_AGENT_FIELDS}},
                                          ensure_ascii=False))
-            operations.append(json.dumps({"index": {"_index": self.cfg.private_index, "_id": post["id"]}}))
-            operations.append(json.dumps(private_document(post), ensure_ascii=False))
+            operations.append(json.dumps({"update": {"_index": self.cfg.private_index, "_id": post["id"]}}))
+            operations.append(json.dumps({"doc": private_document(post), "doc_as_upsert": True}, ensure_ascii=False))
         response = self.es.bulk(operations="\n".join(operations) + "\n")
         results = [next(iter(item.values())) for item in response["items"]]
         return [max(pair, key=lambda r: r["status"]) for pair in zip(results[::2], results[1::2])]
