@@ -317,7 +317,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "hour of previous days; post them to a Slack/Teams webhook.")
     sub.add_argument("--webhook", help="incoming-webhook URL (default: alerts.webhook_url / TRIAGE_ALERTS__WEBHOOK_URL)")
     sub.add_argument("--every", type=float, help="keep checking every this many seconds")
-    sub.add_argument("--now", help=argparse.SUPPRESS)  # evaluate as of this time (tests, replays)
+    sub.add_argument("--now", help="evaluate as of this ISO time instead of the current time (replays)")
 
     sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise.")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")

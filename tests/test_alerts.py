@@ -1,0 +1,90 @@
+"""`triage alerts` finds spikes against the same hour of previous days and posts them to a webhook."""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.clients import elasticsearch_client
+from pipeline.config import Settings, load_settings
+from pipeline.provision import setup_all
+from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
+
+
+def _post(i: str, at: datetime, topic: str, negative: bool) -> dict:
+    return {"id": f"alert:{i}", "source": "twitter", "text": "x", "text_redacted": "x",
+            "created_at": at.isoformat(), "topic": {"label": topic, "score": 0.9},
+            "sentiment": {"label": "negative" if negative else "neutral", "score": 0.9}}
+
+
+@pytest.fixture(scope="module")
+def alert_settings(live: Settings, run_id: str) -> Iterator[Settings]:
+    """Seven quiet days (2 network and 2 billing posts at 10-11 UTC, 6 of 28 negative), then a busy hour."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_ES_INDEX_PREFIX", f"test-{run_id}-alerts")
+        settings = load_settings()
+        setup_all(settings, kafka=False)
+        posts = []
+        for day in range(1, 8):
+            at = NOW - timedelta(days=day, minutes=30)
+            posts += [_post(f"{day}-{topic}-{k}", at, topic, negative=(k == 0 and day % 2 == 0))
+                      for topic in ("network", "billing") for k in range(2)]
+        posts += [_post(f"now-network-{k}", NOW - timedelta(minutes=20), "network", negative=k < 9) for k in range(12)]
+        posts += [_post(f"now-billing-{k}", NOW - timedelta(minutes=20), "billing", negative=False) for k in range(2)]
+        es = elasticsearch_client(settings.elasticsearch)
+        assert ElasticsearchBulkWriter(es, settings.elasticsearch).write(posts) == []
+        es.indices.refresh(index=settings.elasticsearch.read_alias)
+        es.close()
+        yield settings
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list]]:
+    received: list = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/care", received
+    server.shutdown()
+
+
+def test_a_topic_spike_and_a_rise_in_negative_posts_reach_the_webhook(
+        alert_settings: Settings, receiver: tuple[str, list], capsys: pytest.CaptureFixture) -> None:
+    url, received = receiver
+    assert main(["alerts", "--webhook", url, "--now", NOW.isoformat()]) == 0
+    assert len(received) == 1
+    message = received[0]
+    assert message["text"].startswith("Social care alerts:")
+    kinds = {(a["kind"], a["key"]) for a in message["alerts"]}
+    assert kinds == {("topic_volume", "network"), ("negative_share", "all")}  # billing is as usual
+    volume = next(a for a in message["alerts"] if a["kind"] == "topic_volume")
+    assert (volume["observed"], volume["baseline"]) == (12, 2.0)
+    negative = next(a for a in message["alerts"] if a["kind"] == "negative_share")
+    assert negative["observed"] == pytest.approx(9 / 14) and negative["baseline"] == pytest.approx(6 / 28)
+    assert "Spike in topic 'network'" in capsys.readouterr().out
+
+
+def test_a_quiet_hour_sends_nothing(alert_settings: Settings, receiver: tuple[str, list],
+                                    capsys: pytest.CaptureFixture) -> None:
+    url, received = receiver
+    assert main(["alerts", "--webhook", url, "--now", (NOW - timedelta(days=1)).isoformat()]) == 0
+    assert received == []
+    assert "no spikes" in capsys.readouterr().out
