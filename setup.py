@@ -40,7 +40,7 @@ setup(
     description="Find, understand and route customer posts from the social web to the right agent.",
     python_requires=">=3.11",
     packages=["pipeline", "pipeline.steps", "pipeline.io", "models", "connectors", "schemas"],
-    package_data={"pipeline": ["defaults.yaml", "rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json"],
+    package_data={"pipeline": ["defaults.yaml", "rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
                   "models": ["artifacts/*", "topics/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
