@@ -39,7 +39,7 @@ setup(
     version="0.1.0",
     description="Find, understand and route customer posts from the social web to the right agent.",
     python_requires=">=3.11",
-    packages=["pipeline", "pipeline.steps", "pipeline.io", "models", "connectors", "schemas"],
+    packages=["pipeline", "pipeline.steps", "pipeline.io", "pipeline.sinks", "models", "connectors", "schemas"],
     package_data={"pipeline": ["defaults.yaml", "rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
                   "models": ["artifacts/*", "topics/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
