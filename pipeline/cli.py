@@ -78,6 +78,19 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors import run
+    from connectors.config import ConnectConfigError
+    try:
+        counts = run.run(settings, args.config_file, args.source, once=args.once)
+    except ConnectConfigError as exc:
+        print(f"triage connect: {exc}", file=sys.stderr)
+        return 2
+    for name, count in counts.items():
+        print(f"{name}: " + ("stopped with an error (see the log)" if count < 0 else f"{count} posts delivered"))
+    return 1 if any(count < 0 for count in counts.values()) else 0
+
+
 def _query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import query
     from pipeline.clients import elasticsearch_client
@@ -263,6 +276,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("publish", _publish, "Send Post records from JSONL files to the raw-posts Kafka topic.")
     sub.add_argument("--input", action="append", required=True, help="JSONL path or glob (repeatable)")
     sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
+
+    sub = command("connect", _connect, "Run the sources in a sources file (RSS/Atom feeds, webhook receiver, file "
+                                       "replay) into the raw-posts topic until SIGTERM/SIGINT.")
+    sub.add_argument("source", nargs="*", help="names of the sources to run (default: all in the file)")
+    sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
+    sub.add_argument("--once", action="store_true", help="one pass of every feed and replay, then exit (no webhook)")
 
     sub = command("query", _query, "Search the posts index (redacted text) or summarise it.")
     sub.add_argument("text", nargs="*", help="full-text query (German and English stemming; +, | and - work)")

@@ -1,0 +1,124 @@
+"""What every connector shares: a source fills in `fetch`, the runner does the rest.
+
+A source turns its API's pages into Posts (or Malformed items, with the position in the source)
+and says where it stands now (`Page.state`: cursor, since-id, ETag). The runner validates posts
+against the Post schema, drops ids already delivered, produces to the raw topic (acks=all,
+idempotent, keyed by post id), sends malformed items to the dead-letter topic, and only then saves
+the new state and the delivered ids: that order is what makes a crash lose nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import schemas
+from connectors.checkpoint import CheckpointStore
+from pipeline.config import KafkaSettings
+from pipeline.records import DeadLetter, RawRecord, dead_letter
+from pipeline.sinks.kafka import KafkaWriter
+
+log = logging.getLogger(__name__)
+Post = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """An item the source delivered that cannot become a Post; kept as a dead letter with its position."""
+    position: str  # e.g. "rss:https://example.org/feed.xml#item-3"
+    reason: str
+    raw: bytes
+
+
+@dataclass
+class Page:
+    items: list[Union[Post, Malformed]]
+    state: dict[str, Any]
+    more: bool = False  # another page is ready now (pagination); fetch again without waiting
+
+
+@dataclass
+class Delivery:
+    posts: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+class Source(ABC):
+    """A polling source. Subclasses set `kind` (the Post's `source`) and implement `fetch`."""
+
+    kind = "source"
+
+    def __init__(self, name: str, every_s: float) -> None:
+        self.name, self.every_s = name, every_s
+
+    @abstractmethod
+    def fetch(self, state: dict[str, Any]) -> Page:
+        """The next page after `state` (an empty dict the first time)."""
+
+    def post_id(self, native_id: str) -> str:
+        return f"{self.kind}:{native_id}"
+
+
+def _check(item: Union[Post, Malformed]) -> Union[Post, Malformed]:
+    if isinstance(item, Malformed):
+        return item
+    error = schemas.first_error(schemas.POST_SCHEMA, item)
+    if error:
+        return Malformed(f"{item.get('source')}:{item.get('id')}", f"not a valid Post: {error}",
+                         json.dumps(item, ensure_ascii=False, default=str).encode())
+    return item
+
+
+def deliver(name: str, page: Page, store: CheckpointStore, writer: KafkaWriter, kafka: KafkaSettings) -> Delivery:
+    """Produce a page's posts and dead letters, then commit its state. Raises if Kafka does not acknowledge."""
+    checked = [_check(item) for item in page.items]
+    posts = {p["id"]: p for p in checked if not isinstance(p, Malformed)}  # a page may repeat an id
+    fresh = store.unseen(name, posts)
+    result = Delivery(duplicates=len(posts) - len(fresh))
+    new_posts = [p for i, p in posts.items() if i in fresh]
+    letters: list[DeadLetter] = []
+    for bad in (i for i in checked if isinstance(i, Malformed)):
+        log.warning("malformed item skipped", extra={"fields": {"source": name, "position": bad.position,
+                                                                "reason": bad.reason}})
+        letters.append(dead_letter("malformed_source_item", bad.reason, RawRecord(bad.raw, bad.position)))
+    if new_posts:
+        writer.write_posts(kafka.topics.raw, new_posts)
+    if letters:
+        writer.write_dead_letters(kafka.topics.dead_letter, letters)
+    store.commit(name, page.state, fresh)
+    result.posts, result.dead_letters, result.ids = len(new_posts), len(letters), sorted(fresh)
+    return result
+
+
+def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kafka: KafkaSettings,
+                stop: threading.Event, once: bool = False) -> Delivery:
+    """Poll until `stop` is set (or one full pass with `once`); a failing poll is logged and retried later."""
+    total = Delivery()
+    while not stop.is_set():
+        try:
+            page = source.fetch(store.state(source.name))
+            done = deliver(source.name, page, store, writer, kafka)
+        except Exception as exc:  # the source or Kafka is down: keep the old state, try again next round
+            log.error("poll failed, will retry", extra={"fields": {"source": source.name, "error": f"{type(exc).__name__}: {exc}"}})
+            if once:
+                raise
+            stop.wait(source.every_s)
+            continue
+        total.posts += done.posts
+        total.duplicates += done.duplicates
+        total.dead_letters += done.dead_letters
+        total.ids += done.ids
+        if done.posts or done.dead_letters:
+            log.info("delivered", extra={"fields": {"source": source.name, "posts": done.posts,
+                                                    "dead_letters": done.dead_letters, "duplicates": done.duplicates}})
+        if page.more:
+            continue
+        if once:
+            break
+        stop.wait(source.every_s)
+    return total

@@ -1,0 +1,210 @@
+"""Connectors against local HTTP servers serving recorded-format fixtures, into the local Kafka."""
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from conftest import consume_all
+from connectors.http import HttpClient, rate_limit_wait_s, retry_after_s
+from connectors.text import html_to_text
+from connectors.webhook import signature
+from pipeline.cli import main
+from pipeline.config import Settings
+
+FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
+
+
+class FeedServer(BaseHTTPRequestHandler):
+    """Serves the fixture feeds with ETags; a script of failures can be queued per path."""
+    failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    requests: list[tuple[str, str]] = []
+    extra: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802
+        name = self.path.lstrip("/")
+        type(self).requests.append((name, self.headers.get("If-None-Match", "")))
+        script = type(self).failures.get(name)
+        if script:
+            status, headers = script.pop(0)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return
+        body = type(self).extra.get(name) or (FEEDS / name).read_bytes()
+        etag = f'"{hash(body) & 0xffffffff:x}"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml; charset=utf-8")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def feed_server() -> Iterator[tuple[str, type[FeedServer]]]:
+    handler = type("Handler", (FeedServer,), {"failures": {}, "requests": [], "extra": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+def test_html_becomes_text_with_paragraphs_and_without_scripts() -> None:
+    text = html_to_text("<p>Seit <b>drei</b> Wochen&nbsp;kein Netz.</p><script>x()</script><p>Ärgerlich &amp; teuer</p>")
+    assert text == "Seit drei Wochen\xa0kein Netz.\nÄrgerlich & teuer"
+
+
+def test_retry_after_and_rate_limit_headers_are_understood() -> None:
+    assert retry_after_s("7", now=0) == 7
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:05 GMT", now=1445412480) == 5
+    assert rate_limit_wait_s({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1700000030"}, now=1700000000) == 30
+    assert rate_limit_wait_s({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "12"}, now=1700000000) == 12
+    assert rate_limit_wait_s({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "12"}, now=0) is None
+
+
+def test_http_client_honours_retry_after_and_retries_server_errors(feed_server) -> None:  # type: ignore[no-untyped-def]
+    url, handler = feed_server
+    handler.failures["blog-rss.xml"] = [(429, {"Retry-After": "2"}), (503, {})]
+    slept: list[float] = []
+    client = HttpClient("test", backoff_s=0.01, sleep=slept.append)
+    assert client.get(f"{url}/blog-rss.xml").status == 200
+    assert slept[0] == 2 and len(slept) == 2
+
+
+def _offsets(settings: Settings, topic: str) -> set[tuple[int, int]]:
+    return {(m.partition, m.offset) for m in consume_all(settings, topic, 100_000, timeout_ms=2000)}
+
+
+def _since(settings: Settings, topic: str, known: set[tuple[int, int]]) -> list:
+    """Records written after `known` was taken, in produce-time order (the topic has several partitions)."""
+    records = [m for m in consume_all(settings, topic, 100_000, timeout_ms=3000) if (m.partition, m.offset) not in known]
+    return sorted(records, key=lambda m: (m.timestamp, m.partition, m.offset))
+
+
+def _sources_file(tmp_path: Path, sources: list[dict]) -> Path:
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({"checkpoint_db": str(tmp_path / "checkpoints.sqlite"), "sources": sources}))
+    return path
+
+
+@pytest.mark.integration
+def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_letters(
+        live: Settings, feed_server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    url, handler = feed_server
+    handler.failures["forum-atom.xml"] = [(500, {})]  # one bad minute: retried, not fatal
+    sources = _sources_file(tmp_path, [{"type": "rss", "name": "blog", "url": f"{url}/blog-rss.xml"},
+                                       {"type": "rss", "name": "forum", "url": f"{url}/forum-atom.xml"}])
+    topics = live.kafka.topics
+    before, dead_before = _offsets(live, topics.raw), _offsets(live, topics.dead_letter)
+    assert main(["connect", "--sources", str(sources), "--once"]) == 0
+    assert main(["connect", "--sources", str(sources), "--once"]) == 0  # a restart: 304s and known ids
+    posts = [json.loads(m.value) for m in _since(live, topics.raw, before)]
+    assert sorted(p["id"] for p in posts) == ["rss:blog-c-101", "rss:blog-c-102",
+                                              "rss:tag:forum.example.org,2026:post-5001",
+                                              "rss:tag:forum.example.org,2026:post-5002"]
+    by_id = {p["id"]: p for p in posts}
+    blog = by_id["rss:blog-c-101"]
+    assert blog["text"] == "Seit drei Wochen warte ich auf den Techniker.\nDas ist einfach nur ärgerlich! 😡"
+    assert (blog["author"]["name"], blog["created_at"]) == ("Jürgen M.", "2026-11-03T08:15:00Z")
+    reply = by_id["rss:tag:forum.example.org,2026:post-5002"]
+    assert reply["reply_to_id"] == "rss:tag:forum.example.org,2026:post-5001"
+    assert [r for r in handler.requests if r[0] == "blog-rss.xml"][1][1]  # the second poll was conditional
+    letters = _since(live, topics.dead_letter, dead_before)
+    reasons = sorted(dict(m.headers)["triage.reason"].decode() for m in letters)
+    assert reasons == ["entry has neither id/guid nor link", "entry has no text"]
+    assert all(dict(m.headers)["triage.origin"].decode().startswith(f"rss:{url}/blog-rss.xml#entry-") for m in letters)
+
+    # New items appear: only they are delivered.
+    feed = (FEEDS / "blog-rss.xml").read_text(encoding="utf-8")
+    handler.extra["blog-rss.xml"] = feed.replace("<item>", "<item><title>Neu</title><guid>blog-c-200</guid>"
+                                                 "<description>Danke für die schnelle Hilfe!</description></item><item>",
+                                                 1).encode()
+    before_new = _offsets(live, topics.raw)
+    assert main(["connect", "blog", "--sources", str(sources), "--once"]) == 0
+    assert [json.loads(m.value)["id"] for m in _since(live, topics.raw, before_new)] == ["rss:blog-c-200"]
+
+
+@pytest.mark.integration
+def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(live: Settings, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.webhook import WebhookReceiver
+    from pipeline.sinks.kafka import KafkaWriter
+    writer = KafkaWriter(live.kafka)
+    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", live.kafka, writer)
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.serve, args=(stop,), daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{receiver.port}/posts"
+
+    def post(body: bytes, sig: str | None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", **({"X-Triage-Signature": sig} if sig else {})}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(endpoint, body, headers, method="POST")) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        before = _offsets(live, live.kafka.topics.raw)
+        good = json.dumps([{"id": "webhook:1", "source": "webhook", "text": "Bitte ruft mich zurück"},
+                           {"id": "webhook:2", "source": "webhook", "text": "Danke!"}]).encode()
+        assert post(good, signature("s3cret", good)) == (202, {"accepted": 2})
+        assert post(good, signature("wrong", good))[0] == 401
+        assert post(good, None)[0] == 401
+        bad = json.dumps([{"id": "webhook:3", "source": "webhook", "text": "ok"},
+                          {"id": "webhook:4", "source": "webhook"}]).encode()
+        status, answer = post(bad, signature("s3cret", bad))
+        assert status == 400 and "'text' is a required property" in answer["items"]["1"]
+        garbage = b"{not json"
+        assert post(garbage, signature("s3cret", garbage))[0] == 400
+        received = _since(live, live.kafka.topics.raw, before)
+        assert sorted(m.key for m in received) == [b"webhook:1", b"webhook:2"]  # nothing of the refused requests
+    finally:
+        stop.set()
+        thread.join(5)
+        writer.close()
+
+
+@pytest.mark.integration
+def test_replay_keeps_the_order_and_scales_the_pace(live: Settings, tmp_path: Path) -> None:
+    import time
+    rows = [{"id": f"replay:{i}", "source": "twitter", "text": f"Post {i}",
+             "created_at": f"2026-11-05T10:00:{i * 10:02d}Z"} for i in (3, 0, 2, 1)]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = _sources_file(tmp_path, [{"type": "replay", "name": "replay", "path": str(path), "speed": 20}])
+    before = _offsets(live, live.kafka.topics.raw)
+    started = time.monotonic()
+    assert main(["connect", "--sources", str(sources), "--once"]) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed >= 1.4  # 30 s of recorded time at 20x = 1.5 s
+    received = _since(live, live.kafka.topics.raw, before)
+    assert [m.key.decode() for m in received] == ["replay:0", "replay:1", "replay:2", "replay:3"]
+
+
+def test_a_bad_sources_file_is_refused_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    config_file: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": [{"type": "rss", "name": "Blog!", "url": "ftp://x"}]}))
+    assert main(["connect", "--sources", str(path), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "sources.0.rss.name" in err and "sources.0.rss.url" in err
+    path.write_text(yaml.safe_dump({"sources": [{"type": "webhook", "name": "hook", "secret_env": "NOPE_NOT_SET"}]}))
+    assert main(["connect", "--sources", str(path)]) == 2
+    assert "NOPE_NOT_SET is not set" in capsys.readouterr().err
