@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch
 from elasticsearch.helpers import scan
@@ -27,6 +27,7 @@ from pipeline.batch import BatchJob, Summary
 from pipeline.batch import run as run_batch
 from pipeline.clients import elasticsearch_client
 from pipeline.config import ElasticsearchSettings, Settings
+from pipeline.io.sources import pages
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(.*-)(\d{6})$")
@@ -71,17 +72,6 @@ def swap_aliases(es: Elasticsearch, cfg: ElasticsearchSettings, old: str, new: s
     ])
 
 
-def _pages(es: Elasticsearch, index: str, query: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    page: list[dict[str, Any]] = []
-    for hit in scan(es, index=index, query={"query": query}, size=_PAGE):
-        page.append(hit)
-        if len(page) == _PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
-
-
 def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (a.get("updated_at") or "") > (b.get("updated_at") or "")
 
@@ -89,7 +79,7 @@ def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def carry_over(es: Elasticsearch, old: str, new: str) -> tuple[int, int]:
     """Copy agent fields, and documents missing from `new`, from `old`. Returns (agent fields, documents)."""
     agent_copies = documents = 0
-    for page in _pages(es, old, {"match_all": {}}):
+    for page in pages(scan(es, index=old, query={"query": {"match_all": {}}}, size=_PAGE), _PAGE):
         found = {d["_id"]: d for d in es.mget(index=new, ids=[h["_id"] for h in page])["docs"] if d.get("found")}
         for hit in page:
             target = found.get(hit["_id"])

@@ -106,7 +106,7 @@ class ScanIndex(beam.DoFn):
         try:
             hits = scan(es, index=self.index, query={"query": {"query_string": {"query": self.query}}, "_source": False},
                         size=500)
-            for page in _pages((hit["_id"] for hit in hits), 500):
+            for page in pages((hit["_id"] for hit in hits), 500):
                 for doc in es.mget(index=self.cfg.private_index, ids=page)["docs"]:
                     if not doc.get("found"):
                         # Without the raw post there is nothing to re-enrich; reprocessing copies the old document.
@@ -118,7 +118,8 @@ class ScanIndex(beam.DoFn):
             es.close()
 
 
-def _pages(items: Iterator[str], size: int) -> Iterator[list[str]]:
+def pages(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Group an iterator into lists of `size` (the last may be shorter)."""
     page: list[str] = []
     for item in items:
         page.append(item)
