@@ -56,6 +56,28 @@ class FeedServer(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="module")
+def connect_live(live: Settings, run_id: str) -> Iterator[Settings]:
+    """The live services with topics of this module's own: other tests count what is in theirs."""
+    from kafka import KafkaAdminClient
+
+    from pipeline.clients import kafka_options
+    from pipeline.config import load_settings
+    from pipeline.provision import setup_all
+    with pytest.MonkeyPatch.context() as patch:
+        for topic in ("raw", "enriched", "dead_letter"):
+            patch.setenv(f"TRIAGE_KAFKA__TOPICS__{topic.upper()}", f"test-{run_id}-connect.{topic}")
+        settings = load_settings()
+        setup_all(settings, elasticsearch=False)
+        yield settings
+    admin = KafkaAdminClient(**kafka_options(settings.kafka))
+    try:
+        topics = settings.kafka.topics
+        admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
+    finally:
+        admin.close()
+
+
 @pytest.fixture
 def feed_server() -> Iterator[tuple[str, type[FeedServer]]]:
     handler = type("Handler", (FeedServer,), {"failures": {}, "requests": [], "extra": {}})
@@ -105,16 +127,16 @@ def _sources_file(tmp_path: Path, sources: list[dict]) -> Path:
 
 @pytest.mark.integration
 def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_letters(
-        live: Settings, feed_server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+        connect_live: Settings, feed_server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
     url, handler = feed_server
     handler.failures["forum-atom.xml"] = [(500, {})]  # one bad minute: retried, not fatal
     sources = _sources_file(tmp_path, [{"type": "rss", "name": "blog", "url": f"{url}/blog-rss.xml"},
                                        {"type": "rss", "name": "forum", "url": f"{url}/forum-atom.xml"}])
-    topics = live.kafka.topics
-    before, dead_before = _offsets(live, topics.raw), _offsets(live, topics.dead_letter)
+    topics = connect_live.kafka.topics
+    before, dead_before = _offsets(connect_live, topics.raw), _offsets(connect_live, topics.dead_letter)
     assert main(["connect", "--sources", str(sources), "--once"]) == 0
     assert main(["connect", "--sources", str(sources), "--once"]) == 0  # a restart: 304s and known ids
-    posts = [json.loads(m.value) for m in _since(live, topics.raw, before)]
+    posts = [json.loads(m.value) for m in _since(connect_live, topics.raw, before)]
     assert sorted(p["id"] for p in posts) == ["rss:blog-c-101", "rss:blog-c-102",
                                               "rss:tag:forum.example.org,2026:post-5001",
                                               "rss:tag:forum.example.org,2026:post-5002"]
@@ -125,7 +147,7 @@ def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_let
     reply = by_id["rss:tag:forum.example.org,2026:post-5002"]
     assert reply["reply_to_id"] == "rss:tag:forum.example.org,2026:post-5001"
     assert [r for r in handler.requests if r[0] == "blog-rss.xml"][1][1]  # the second poll was conditional
-    letters = _since(live, topics.dead_letter, dead_before)
+    letters = _since(connect_live, topics.dead_letter, dead_before)
     reasons = sorted(dict(m.headers)["triage.reason"].decode() for m in letters)
     assert reasons == ["entry has neither id/guid nor link", "entry has no text"]
     assert all(dict(m.headers)["triage.origin"].decode().startswith(f"rss:{url}/blog-rss.xml#entry-") for m in letters)
@@ -135,18 +157,18 @@ def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_let
     handler.extra["blog-rss.xml"] = feed.replace("<item>", "<item><title>Neu</title><guid>blog-c-200</guid>"
                                                  "<description>Danke für die schnelle Hilfe!</description></item><item>",
                                                  1).encode()
-    before_new = _offsets(live, topics.raw)
+    before_new = _offsets(connect_live, topics.raw)
     assert main(["connect", "blog", "--sources", str(sources), "--once"]) == 0
-    assert [json.loads(m.value)["id"] for m in _since(live, topics.raw, before_new)] == ["rss:blog-c-200"]
+    assert [json.loads(m.value)["id"] for m in _since(connect_live, topics.raw, before_new)] == ["rss:blog-c-200"]
 
 
 @pytest.mark.integration
-def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(live: Settings, tmp_path: Path,
+def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(connect_live: Settings, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.webhook import WebhookReceiver
     from pipeline.sinks.kafka import KafkaWriter
-    writer = KafkaWriter(live.kafka)
-    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", live.kafka, writer)
+    writer = KafkaWriter(connect_live.kafka)
+    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", connect_live.kafka, writer)
     stop = threading.Event()
     thread = threading.Thread(target=receiver.serve, args=(stop,), daemon=True)
     thread.start()
@@ -161,7 +183,7 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(live: Se
             return err.code, json.loads(err.read())
 
     try:
-        before = _offsets(live, live.kafka.topics.raw)
+        before = _offsets(connect_live, connect_live.kafka.topics.raw)
         good = json.dumps([{"id": "webhook:1", "source": "webhook", "text": "Bitte ruft mich zurück"},
                            {"id": "webhook:2", "source": "webhook", "text": "Danke!"}]).encode()
         assert post(good, signature("s3cret", good)) == (202, {"accepted": 2})
@@ -173,7 +195,7 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(live: Se
         assert status == 400 and "'text' is a required property" in answer["items"]["1"]
         garbage = b"{not json"
         assert post(garbage, signature("s3cret", garbage))[0] == 400
-        received = _since(live, live.kafka.topics.raw, before)
+        received = _since(connect_live, connect_live.kafka.topics.raw, before)
         assert sorted(m.key for m in received) == [b"webhook:1", b"webhook:2"]  # nothing of the refused requests
     finally:
         stop.set()
@@ -182,19 +204,19 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(live: Se
 
 
 @pytest.mark.integration
-def test_replay_keeps_the_order_and_scales_the_pace(live: Settings, tmp_path: Path) -> None:
+def test_replay_keeps_the_order_and_scales_the_pace(connect_live: Settings, tmp_path: Path) -> None:
     import time
     rows = [{"id": f"replay:{i}", "source": "twitter", "text": f"Post {i}",
              "created_at": f"2026-11-05T10:00:{i * 10:02d}Z"} for i in (3, 0, 2, 1)]
     path = tmp_path / "posts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     sources = _sources_file(tmp_path, [{"type": "replay", "name": "replay", "path": str(path), "speed": 20}])
-    before = _offsets(live, live.kafka.topics.raw)
+    before = _offsets(connect_live, connect_live.kafka.topics.raw)
     started = time.monotonic()
     assert main(["connect", "--sources", str(sources), "--once"]) == 0
     elapsed = time.monotonic() - started
     assert elapsed >= 1.4  # 30 s of recorded time at 20x = 1.5 s
-    received = _since(live, live.kafka.topics.raw, before)
+    received = _since(connect_live, connect_live.kafka.topics.raw, before)
     assert [m.key.decode() for m in received] == ["replay:0", "replay:1", "replay:2", "replay:3"]
 
 
