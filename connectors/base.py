@@ -37,7 +37,8 @@ class Malformed:
 class Page:
     items: list[Union[Post, Malformed]]
     state: dict[str, Any]
-    more: bool = False  # another page is ready now (pagination); fetch again without waiting
+    more: bool = False  # another page is ready now (pagination, an open stream); fetch again without waiting
+    skipped: int = 0  # items the source listed but that are not posts to triage (deleted, reshares, no text)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Delivery:
     posts: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    skipped: int = 0
     ids: list[str] = field(default_factory=list)
 
 
@@ -79,7 +81,7 @@ def deliver(name: str, page: Page, store: CheckpointStore, writer: KafkaWriter, 
     checked = [_check(item) for item in page.items]
     posts = {p["id"]: p for p in checked if not isinstance(p, Malformed)}  # a page may repeat an id
     fresh = store.unseen(name, posts)
-    result = Delivery(duplicates=len(posts) - len(fresh))
+    result = Delivery(duplicates=len(posts) - len(fresh), skipped=page.skipped)
     new_posts = [p for i, p in posts.items() if i in fresh]
     letters: list[DeadLetter] = []
     for bad in (i for i in checked if isinstance(i, Malformed)):
@@ -112,10 +114,12 @@ def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kaf
         total.posts += done.posts
         total.duplicates += done.duplicates
         total.dead_letters += done.dead_letters
+        total.skipped += done.skipped
         total.ids += done.ids
-        if done.posts or done.dead_letters:
+        if done.posts or done.dead_letters or done.skipped:
             log.info("delivered", extra={"fields": {"source": source.name, "posts": done.posts,
-                                                    "dead_letters": done.dead_letters, "duplicates": done.duplicates}})
+                                                    "dead_letters": done.dead_letters, "duplicates": done.duplicates,
+                                                    "skipped": done.skipped}})
         if page.more:
             continue
         if once:

@@ -7,40 +7,111 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Polling(_Strict):
+    name: Name
+    every_s: float = Field(default=60, gt=0)
+    backfill_pages: int = Field(default=1, ge=1, le=50)  # how far back a new source reads on its first run
+
+
 class FeedConfig(_Strict):
     type: Literal["rss"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    url: str = Field(pattern=r"^https?://")
+    name: Name
+    url: HttpUrl
     every_s: float = Field(default=300, gt=0)
+
+
+class DiscourseConfig(_Polling):
+    type: Literal["discourse"]
+    url: HttpUrl
+    categories: list[int] = []  # category ids; empty: the whole forum
+    api_key_env: Optional[EnvName] = None
+    api_username: Optional[str] = None
+
+
+class MastodonConfig(_Polling):
+    type: Literal["mastodon"]
+    url: HttpUrl
+    hashtags: list[str] = []
+    accounts: list[str] = []  # user@server
+    token_env: Optional[EnvName] = None
+    stream: bool = False  # hashtags through the streaming API (with REST catch-up on every reconnect)
+
+    @model_validator(mode="after")
+    def _something_to_read(self) -> "MastodonConfig":
+        if not self.hashtags and not self.accounts:
+            raise ValueError("name at least one of hashtags, accounts")
+        return self
+
+
+class RedditConfig(_Polling):
+    type: Literal["reddit"]
+    subreddits: list[str] = Field(min_length=1)
+    comments: bool = True
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    api_url: HttpUrl = "https://oauth.reddit.com"
+    auth_url: HttpUrl = "https://www.reddit.com/api/v1/access_token"
+
+
+class XConfig(_Polling):
+    type: Literal["x"]
+    query: str = Field(min_length=1, max_length=1024)
+    bearer_token_env: EnvName
+    stream: bool = False  # the filtered stream (the query becomes its rule), with recent-search catch-up
+    api_url: HttpUrl = "https://api.x.com"
+
+
+class FacebookConfig(_Polling):
+    type: Literal["facebook"]
+    page_id: str = Field(pattern=r"^[0-9A-Za-z._-]+$")
+    page_token_env: EnvName
+    comments: bool = True
+    comments_days: float = Field(default=3, gt=0)  # comments are read on posts this young
+    every_s: float = Field(default=300, gt=0)
+    api_url: HttpUrl = "https://graph.facebook.com/v21.0"
+
+
+class YouTubeConfig(_Polling):
+    type: Literal["youtube"]
+    channel_id: str = Field(pattern=r"^[0-9A-Za-z_-]+$")
+    api_key_env: EnvName
+    every_s: float = Field(default=900, gt=0)  # the daily quota is 10,000 units, one per page
+    api_url: HttpUrl = "https://www.googleapis.com"
 
 
 class WebhookConfig(_Strict):
     type: Literal["webhook"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: Name
     host: str = "127.0.0.1"
     port: int = Field(default=8088, ge=0, le=65535)
     auth: Literal["hmac", "bearer"] = "hmac"
-    secret_env: str = Field(min_length=1)
+    secret_env: EnvName
 
 
 class ReplayConfig(_Strict):
     type: Literal["replay"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: Name
     path: str
     speed: float = Field(default=60, gt=0)
 
 
-SourceConfig = Annotated[Union[FeedConfig, WebhookConfig, ReplayConfig], Field(discriminator="type")]
+SourceConfig = Annotated[Union[FeedConfig, DiscourseConfig, MastodonConfig, RedditConfig, XConfig, FacebookConfig,
+                               YouTubeConfig, WebhookConfig, ReplayConfig], Field(discriminator="type")]
 
 
 class ConnectConfig(_Strict):
@@ -70,6 +141,13 @@ def load(path: str) -> ConnectConfig:
     if len(set(names)) != len(names):
         raise ConnectConfigError(f"{path}: source names must be unique (they key the checkpoints)")
     for source in config.sources:
-        if isinstance(source, WebhookConfig) and not os.environ.get(source.secret_env):
-            raise ConnectConfigError(f"source {source.name}: environment variable {source.secret_env} is not set")
+        for key, value in source:
+            if key.endswith("_env") and value and not os.environ.get(value):
+                raise ConnectConfigError(f"source {source.name}: environment variable {value} is not set ({key})")
     return config
+
+
+def secret(source: SourceConfig, key: str) -> Optional[str]:
+    """The value of the environment variable the source names in `key` (validated as set by `load`)."""
+    variable = getattr(source, key)
+    return os.environ[variable] if variable else None

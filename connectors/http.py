@@ -12,7 +12,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from datetime import datetime
+from typing import Any, Callable, Iterator, Optional
 
 import urllib3
 
@@ -53,10 +54,16 @@ def rate_limit_wait_s(headers: dict[str, str], now: float) -> Optional[float]:
     """How long to pause when the announced budget is spent (X-RateLimit-Remaining: 0)."""
     remaining = headers.get("x-ratelimit-remaining") or headers.get("x-rate-limit-remaining")
     reset = headers.get("x-ratelimit-reset") or headers.get("x-rate-limit-reset")
-    if remaining is None or reset is None or float(remaining) > 0:
+    if remaining is None or reset is None or float(remaining) >= 1:  # Reddit counts in fractions
         return None
-    reset_value = float(reset)
-    # Epoch seconds (GitHub, X, Mastodon-like) or seconds from now (Reddit).
+    try:
+        reset_value = float(reset)
+    except ValueError:  # Mastodon: an ISO 8601 time
+        try:
+            return max(0.0, datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp() - now)
+        except ValueError:
+            return None
+    # Epoch seconds (X, GitHub) or seconds from now (Reddit).
     return max(0.0, reset_value - now) if reset_value > 10**9 else reset_value
 
 
@@ -68,11 +75,21 @@ class HttpClient:
         self.max_retries, self.backoff_s, self.sleep = max_retries, backoff_s, sleep
 
     def get(self, url: str, headers: Optional[dict[str, str]] = None) -> Response:
-        """GET with retries on 429/5xx/network errors; pauses when the rate-limit budget is spent."""
+        return self.request("GET", url, headers)
+
+    def request(self, method: str, url: str, headers: Optional[dict[str, str]] = None,
+                fields: Optional[dict[str, str]] = None, body: Optional[bytes] = None) -> Response:
+        """A request with retries on 429/5xx/network errors; pauses when the rate-limit budget is spent.
+
+        `fields` are sent form-encoded (OAuth token requests), `body` as it is."""
         delays = backoff_delays(self.max_retries, self.backoff_s)
         while True:
             try:
-                raw = self.pool.request("GET", url, headers=headers or {}, redirect=True)
+                if fields is not None:
+                    raw = self.pool.request_encode_body(method, url, fields=fields, headers=headers or {},
+                                                        encode_multipart=False)
+                else:
+                    raw = self.pool.request(method, url, headers=headers or {}, body=body, redirect=True)
                 response = Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
             except urllib3.exceptions.HTTPError as exc:
                 response, cause = None, type(exc).__name__
@@ -86,8 +103,60 @@ class HttpClient:
                 cause = f"HTTP {response.status}"
             delay = next(delays, None)
             if delay is None:
-                raise SourceUnavailable(f"GET {url.split('?')[0]} failed after {self.max_retries} retries ({cause})")
-            told = retry_after_s(response.headers.get("retry-after"), time.time()) if response else None
+                raise SourceUnavailable(f"{method} {url.split('?')[0]} failed after {self.max_retries} retries ({cause})")
+            told = None
+            if response:  # Retry-After, or (X, Reddit) the rate-limit reset sent with the 429
+                told = retry_after_s(response.headers.get("retry-after"), time.time()) \
+                    or rate_limit_wait_s(response.headers, time.time())
             wait = min(max(delay, told or 0.0), MAX_WAIT_S)
             log.warning("source retry", extra={"fields": {"cause": cause, "delay_s": round(wait, 2)}})
             self.sleep(wait)
+
+    def lines(self, url: str, headers: Optional[dict[str, str]] = None, read_timeout_s: float = 90.0) -> Iterator[bytes]:
+        """The lines of a long-lived response (server-sent events, newline-delimited JSON), as they arrive.
+
+        Raises SourceUnavailable when the stream cannot be opened; a stalled stream (no byte, not even a
+        heartbeat, for `read_timeout_s`) raises a urllib3 timeout, and the caller reconnects."""
+        raw = self.pool.request("GET", url, headers=headers or {}, preload_content=False,
+                                timeout=urllib3.Timeout(connect=10.0, read=read_timeout_s))
+        if raw.status != 200:
+            raw.drain_conn()
+            raise SourceUnavailable(f"stream {url.split('?')[0]} answered HTTP {raw.status}")
+        try:
+            pending = b""
+            while chunk := raw.read1(65536):
+                *complete, pending = (pending + chunk).split(b"\n")
+                yield from (line.rstrip(b"\r") for line in complete)
+        finally:
+            raw.release_conn()
+
+
+def json_body(response: Response, what: str) -> Any:
+    """The JSON of a 2xx answer; otherwise an error that says what the API answered (never the request's secrets)."""
+    if 200 <= response.status < 300:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise SourceUnavailable(f"{what}: the answer is not JSON ({exc})") from None
+    hint = " (check the credentials sources.yaml names)" if response.status in (401, 403) else ""
+    raise SourceUnavailable(f"{what} answered HTTP {response.status}: {api_message(response.body)}{hint}")
+
+
+def api_message(body: bytes) -> str:
+    """The error text of the usual API error shapes (Graph/YouTube, X, Mastodon, Discourse), else the body's start."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(data, dict):
+        error, errors = data.get("error"), data.get("errors")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            return str(first.get("message") or first.get("detail") or first) if isinstance(first, dict) else str(first)
+        if data.get("detail") or data.get("title"):
+            return str(data.get("detail") or data.get("title"))
+    return json.dumps(data)[:200]

@@ -14,18 +14,59 @@ from typing import Optional
 from connectors import config as connect_config
 from connectors.base import Delivery, Source, run_polling
 from connectors.checkpoint import CheckpointStore
+from connectors.discourse import DiscourseSource
+from connectors.facebook import FacebookPageComments, FacebookPagePosts, GraphClient
 from connectors.http import HttpClient
+from connectors.mastodon import MastodonHashtagStream, MastodonTimeline
+from connectors.reddit import RedditListing, RedditToken
 from connectors.replay import replay
 from connectors.rss import FeedSource
 from connectors.webhook import WebhookReceiver
+from connectors.x import XFilteredStream, XRecentSearch
+from connectors.youtube import YouTubeChannelComments
 from pipeline.config import Settings
 from pipeline.sinks.kafka import KafkaWriter
 
 log = logging.getLogger(__name__)
 
 
-def polling_source(cfg: connect_config.FeedConfig, http: HttpClient) -> Source:
-    return FeedSource(cfg.name, cfg.url, cfg.every_s, http)
+def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool = False) -> list[Source]:
+    """The sources one configured entry runs, each with its own checkpoint (named `<name>/<listing>`).
+
+    With `once`, streams are left closed: their REST listing makes one catch-up pass instead."""
+    secret = connect_config.secret
+    if isinstance(cfg, connect_config.FeedConfig):
+        return [FeedSource(cfg.name, cfg.url, cfg.every_s, http)]
+    if isinstance(cfg, connect_config.DiscourseConfig):
+        return [DiscourseSource(cfg.name, cfg.url, cfg.every_s, http, tuple(cfg.categories), secret(cfg, "api_key_env"),
+                                cfg.api_username, cfg.backfill_pages)]
+    if isinstance(cfg, connect_config.MastodonConfig):
+        timelines = [f"tag:{t.lstrip('#')}" for t in cfg.hashtags] + [f"account:{a.lstrip('@')}" for a in cfg.accounts]
+        sources: list[Source] = []
+        for timeline in timelines:
+            rest = MastodonTimeline(f"{cfg.name}/{timeline}", cfg.url, timeline, cfg.every_s, http,
+                                    secret(cfg, "token_env"), cfg.backfill_pages)
+            stream = cfg.stream and not once and timeline.startswith("tag:")
+            sources.append(MastodonHashtagStream(rest, every_s=5.0) if stream else rest)
+        return sources
+    if isinstance(cfg, connect_config.RedditConfig):
+        token = RedditToken(cfg.auth_url, secret(cfg, "client_id_env") or "", secret(cfg, "client_secret_env") or "", http)
+        listings = ["new", "comments"] if cfg.comments else ["new"]
+        return [RedditListing(f"{cfg.name}/r/{sub}/{what}", cfg.api_url, sub, what, cfg.every_s, http, token,
+                              cfg.backfill_pages) for sub in cfg.subreddits for what in listings]
+    if isinstance(cfg, connect_config.XConfig):
+        search = XRecentSearch(cfg.name, cfg.api_url, cfg.query, cfg.every_s, http, secret(cfg, "bearer_token_env") or "",
+                               cfg.backfill_pages)
+        return [XFilteredStream(search, every_s=5.0) if cfg.stream and not once else search]
+    if isinstance(cfg, connect_config.FacebookConfig):
+        graph = GraphClient(cfg.api_url, secret(cfg, "page_token_env") or "", http)
+        posts: list[Source] = [FacebookPagePosts(f"{cfg.name}/posts", graph, cfg.page_id, cfg.every_s, cfg.backfill_pages)]
+        return posts + ([FacebookPageComments(f"{cfg.name}/comments", graph, cfg.page_id, cfg.every_s, cfg.comments_days)]
+                        if cfg.comments else [])
+    if isinstance(cfg, connect_config.YouTubeConfig):
+        return [YouTubeChannelComments(cfg.name, cfg.api_url, cfg.channel_id, cfg.every_s, http,
+                                       secret(cfg, "api_key_env") or "", cfg.backfill_pages)]
+    raise TypeError(f"{type(cfg).__name__} is not a polling source")
 
 
 def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: bool = False,
@@ -54,19 +95,20 @@ def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: b
             log.error("source stopped", extra={"fields": {"source": name, "error": f"{type(exc).__name__}: {exc}"}})
             counts[name] = -1
 
+    jobs = []
     for source in (s for s in cfg.sources if not only or s.name in only):
-        if isinstance(source, connect_config.FeedConfig):
-            poller = polling_source(source, http)
-            job = lambda p=poller: run_polling(p, store, writer, settings.kafka, stop, once)  # noqa: E731
-        elif isinstance(source, connect_config.ReplayConfig):
-            job = lambda s=source: replay(s.path, s.speed, settings.kafka, writer, stop)  # noqa: E731
-        elif once:
-            continue
+        if isinstance(source, connect_config.ReplayConfig):
+            jobs.append((source.name, lambda s=source: replay(s.path, s.speed, settings.kafka, writer, stop)))
+        elif isinstance(source, connect_config.WebhookConfig):
+            if not once:
+                receiver = WebhookReceiver(source.host, source.port, os.environ[source.secret_env], source.auth,
+                                           settings.kafka, writer)
+                jobs.append((source.name, lambda r=receiver: r.serve(stop)))
         else:
-            receiver = WebhookReceiver(source.host, source.port, os.environ[source.secret_env], source.auth,
-                                       settings.kafka, writer)
-            job = lambda r=receiver: r.serve(stop)  # noqa: E731
-        thread = threading.Thread(target=work, args=(source.name, job), name=source.name, daemon=True)
+            jobs += [(p.name, lambda p=p: run_polling(p, store, writer, settings.kafka, stop, once))
+                     for p in polling_sources(source, http, once)]
+    for name, job in jobs:
+        thread = threading.Thread(target=work, args=(name, job), name=name, daemon=True)
         thread.start()
         threads.append(thread)
     try:

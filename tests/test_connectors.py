@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,7 +207,6 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(connect_
 
 @pytest.mark.integration
 def test_replay_keeps_the_order_and_scales_the_pace(connect_live: Settings, tmp_path: Path) -> None:
-    import time
     rows = [{"id": f"replay:{i}", "source": "twitter", "text": f"Post {i}",
              "created_at": f"2026-11-05T10:00:{i * 10:02d}Z"} for i in (3, 0, 2, 1)]
     path = tmp_path / "posts.jsonl"
@@ -230,3 +231,99 @@ def test_a_bad_sources_file_is_refused_with_the_key(tmp_path: Path, capsys: pyte
     path.write_text(yaml.safe_dump({"sources": [{"type": "webhook", "name": "hook", "secret_env": "NOPE_NOT_SET"}]}))
     assert main(["connect", "--sources", str(path)]) == 2
     assert "NOPE_NOT_SET is not set" in capsys.readouterr().err
+
+
+def _api_sources(tmp_path: Path, apis) -> Path:  # type: ignore[no-untyped-def]
+    from test_source_apis import entries
+    chosen = entries(apis.url)
+    return _sources_file(tmp_path, [chosen["reddit"], chosen["discourse"]])
+
+
+EXPECTED_FIRST = {"reddit:t3_1ab04", "reddit:t3_1ab03", "reddit:t3_1ab02", "reddit:t1_9zz04", "reddit:t1_9zz03",
+                  "reddit:t1_9zz02", "/t/40/2", "/t/40/1", "/t/39/1"}
+EXPECTED_LATER = {"reddit:t3_1ab11", "reddit:t3_1ab09", "reddit:t3_1ab07", "reddit:t3_1ab06", "reddit:t1_9zz11",
+                  "reddit:t1_9zz10", "reddit:t1_9zz08", "reddit:t1_9zz07", "/t/42/3", "/t/42/2", "/t/42/1"}
+
+
+def _ids(records: list) -> list[str]:
+    return [key if key.startswith("reddit:") else key[key.index("/t/"):] for key in (m.key.decode() for m in records)]
+
+
+@pytest.fixture
+def api_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    from fake_apis import FakeApis
+    from test_source_apis import SECRETS
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    apis = FakeApis()
+    yield apis
+    apis.close()
+
+
+@pytest.mark.integration
+def test_a_connector_killed_mid_round_resumes_without_gaps_or_duplicates(
+        connect_live: Settings, api_stand_in, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+    apis, sources = api_stand_in, _api_sources(tmp_path, api_stand_in)
+    before = _offsets(connect_live, connect_live.kafka.topics.raw)
+    assert main(["connect", "--sources", str(sources), "--once"]) == 0
+    for listing in ("reddit/new", "reddit/comments", "discourse"):
+        apis.publish(listing)
+    apis.hold_after("reddit", 2)  # the round's second reddit page never comes: the process dies waiting for it
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "connect", "--sources", str(sources), "--once"],
+                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert apis.holding.wait(60), "the connector never reached the held request"
+        time.sleep(2)  # the other sources finish what they were doing; the kill lands in a waiting request
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    apis.hold = None
+    apis.release.set()
+    assert main(["connect", "--sources", str(sources), "--once"]) == 0  # the restart
+    ids = _ids(_since(connect_live, connect_live.kafka.topics.raw, before))
+    assert sorted(ids) == sorted(EXPECTED_FIRST | EXPECTED_LATER)  # every post, each once
+
+
+@pytest.mark.integration
+def test_the_broker_going_away_and_coming_back_loses_nothing(
+        connect_live: Settings, api_stand_in, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from connectors.run import run
+    from pipeline import services
+    from pipeline.config import load_settings
+    if os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or connect_live.services.kafka_server != "noida":
+        pytest.skip("stops and restarts the local noida-db broker (tansu keeps no data; an external Kafka is not ours)")
+    apis, sources = api_stand_in, _api_sources(tmp_path, api_stand_in)
+    text = yaml.safe_load(sources.read_text())
+    for source in text["sources"]:
+        source["every_s"] = 1
+    sources.write_text(yaml.safe_dump(text))
+    monkeypatch.setenv("TRIAGE_KAFKA__REQUEST_TIMEOUT_S", "5")
+    settings = load_settings()
+    before = _offsets(connect_live, connect_live.kafka.topics.raw)
+    stop = threading.Event()
+    connector = threading.Thread(target=run, args=(settings, str(sources)), kwargs={"stop": stop}, daemon=True)
+    connector.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(_since(connect_live, connect_live.kafka.topics.raw, before)) < len(EXPECTED_FIRST):
+            assert time.monotonic() < deadline, "the first round never reached Kafka"
+        services.noida_control(connect_live.services, "stop", "kafka")
+        try:
+            for listing in ("reddit/new", "reddit/comments", "discourse"):
+                apis.publish(listing)
+            polls = len(apis.requests)
+            time.sleep(12)  # several polls fail while the broker is away
+            assert len(apis.requests) > polls + 3
+        finally:
+            services.noida_control(connect_live.services, "start", "kafka")
+        deadline = time.monotonic() + 120
+        while set(_ids(_since(connect_live, connect_live.kafka.topics.raw, before))) != EXPECTED_FIRST | EXPECTED_LATER:
+            assert time.monotonic() < deadline, "posts polled during the outage never reached Kafka"
+            time.sleep(1)
+    finally:
+        stop.set()
+        connector.join(30)
+    assert not connector.is_alive()

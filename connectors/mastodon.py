@@ -1,0 +1,113 @@
+"""Mastodon: hashtag and account timelines through the REST API, and the hashtag streaming API.
+
+Status ids grow over time on one server, so the id is the mark; pages come newest first and the
+`Link: <...max_id=...>; rel="next"` header points to the older page. Post ids name the server
+(`mastodon:social.example:1131...`) because the same status has a different id on every server.
+Boosts (the booster did not write the text) and non-public statuses are skipped. A token is optional.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator, Optional
+from urllib.parse import quote, urlsplit
+
+from connectors.base import Malformed
+from connectors.http import HttpClient, json_body
+from connectors.listing import Item, Listing, ListingSource, Mark
+from connectors.streaming import CatchUpStream, Event
+from connectors.text import html_to_text
+
+PAGE_SIZE = 40
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
+_LANG = re.compile(r"^[a-z]{2,3}$")
+
+
+class MastodonTimeline(ListingSource):
+    kind = "mastodon"
+
+    def __init__(self, name: str, url: str, timeline: str, every_s: float, http: HttpClient,
+                 token: Optional[str] = None, backfill_pages: int = 1) -> None:
+        """`timeline` is `tag:NAME` or `account:USER@SERVER`."""
+        super().__init__(name, every_s, backfill_pages)
+        self.url, self.timeline, self.http = url.rstrip("/"), timeline, http
+        self.host = urlsplit(self.url).netloc
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._path: Optional[str] = None
+
+    def _timeline_path(self) -> str:
+        if self._path is None:
+            kind, _, value = self.timeline.partition(":")
+            if kind == "tag":
+                self._path = f"/api/v1/timelines/tag/{quote(value.lstrip('#'))}"
+            else:
+                account = json_body(self.http.get(f"{self.url}/api/v1/accounts/lookup?acct={quote(value.lstrip('@'))}",
+                                                  self.headers), f"mastodon account {value}")
+                self._path = f"/api/v1/accounts/{account['id']}/statuses"
+        return self._path
+
+    def listing(self, cursor: Optional[str], mark: Optional[Mark]) -> Listing:
+        url = cursor or f"{self.url}{self._timeline_path()}?limit={PAGE_SIZE}"
+        response = self.http.get(url, self.headers)
+        statuses = json_body(response, f"mastodon {self.host} {self.timeline}")
+        if not isinstance(statuses, list):
+            raise ValueError(f"mastodon {self.host}: the timeline answer is not a list")
+        link = _NEXT.search(response.headers.get("link", ""))
+        return Listing([self.entry(s) for s in statuses], link.group(1) if link and statuses else None)
+
+    def entry(self, status: Any) -> tuple[Optional[Mark], Item]:
+        native = status.get("id") if isinstance(status, dict) else None
+        if not isinstance(native, str) or not native.isdigit():
+            return None, Malformed(f"mastodon:{self.url}{self._path or ''}", "status has no id",
+                                   json.dumps(status).encode())
+        return int(native), self._post(status)
+
+    def _post(self, status: dict[str, Any]) -> Item:
+        if status.get("reblog") or status.get("visibility") not in ("public", "unlisted"):
+            return None
+        text = html_to_text(status.get("content") or "")
+        if not text:
+            return None  # media without a caption
+        account = status.get("account") or {}
+        reply_to = status.get("in_reply_to_id")
+        language = status.get("language")
+        return {"id": self.post_id(f"{self.host}:{status['id']}"), "source": self.kind, "text": text,
+                "title": status.get("spoiler_text") or None, "url": status.get("url") or status.get("uri"),
+                "author": {"id": account.get("id"), "handle": account.get("acct"),
+                           "name": account.get("display_name") or None,
+                           "followers": account.get("followers_count")},
+                "created_at": status.get("created_at"),
+                "lang_hint": language if isinstance(language, str) and _LANG.match(language) else None,
+                "thread_id": None, "reply_to_id": self.post_id(f"{self.host}:{reply_to}") if reply_to else None,
+                "metadata": {"server": self.host, "timeline": self.timeline}}
+
+
+class MastodonHashtagStream(CatchUpStream):
+    """Server-sent events of `/api/v1/streaming/hashtag`: `update` carries a status, `delete` an id."""
+
+    rest: MastodonTimeline
+
+    def connect(self) -> Iterator[Event]:
+        tag = self.rest.timeline.partition(":")[2].lstrip("#")
+        lines = self.rest.http.lines(f"{self.rest.url}/api/v1/streaming/hashtag?tag={quote(tag)}", self.rest.headers)
+        event = ""
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            if text.startswith(":"):
+                yield None  # heartbeat comment
+            elif text.startswith("event:"):
+                event = text[6:].strip()
+            elif text.startswith("data:") and event == "update":
+                yield self._update(text[5:].strip(), line)
+            elif not text:
+                event = ""
+
+    def _update(self, data: str, line: bytes) -> Event:
+        try:
+            status = json.loads(data)
+        except ValueError:
+            status = None
+        if not isinstance(status, dict):
+            return 0, Malformed(f"mastodon:{self.rest.url}/api/v1/streaming", "update event is not a JSON status", line)
+        mark, item = self.rest.entry(status)
+        return (mark if mark is not None else 0), item

@@ -1,0 +1,228 @@
+"""One local HTTP server standing in for Discourse, Mastodon, Reddit, X, the Graph API and YouTube.
+
+Each API serves its fixture items (tests/fixtures/apis/*.json, written in that API's documented
+format) newest first, PAGE items a page, with that API's own pagination: Discourse `before`,
+Mastodon `max_id` in a Link header, Reddit `after`, X `since_id`/`next_token`, Graph `paging.next`,
+YouTube `pageToken`. `publish` makes an API's later items appear, `fail_next` queues error answers,
+and the two streaming endpoints send their fixture events, then close the connection.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "apis"
+PAGE = 3
+TOKENS = {"x": "x-test-token", "graph": "fb-test-token", "youtube": "yt-test-key", "reddit": "reddit-issued-token"}
+
+
+def _load(name: str) -> Any:
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _page(items: list, key, cursor: Optional[str]) -> tuple[list, Optional[str]]:  # type: ignore[no-untyped-def]
+    """The PAGE items after the one whose key is `cursor`, and the cursor of the page after them."""
+    start = 0
+    if cursor:
+        keys = [key(i) for i in items]
+        start = keys.index(cursor) + 1 if cursor in keys else len(items)
+    page = items[start:start + PAGE]
+    keyed = [key(i) for i in page if key(i)]
+    return page, (keyed[-1] if keyed and start + PAGE < len(items) else None)
+
+
+class FakeApis:
+    def __init__(self) -> None:
+        self.fixtures = {name: _load(name) for name in ("discourse", "mastodon", "reddit", "x", "facebook", "youtube")}
+        f = self.fixtures
+        self.visible: dict[str, Any] = {
+            "discourse": copy.deepcopy(f["discourse"]["initial"]), "mastodon": copy.deepcopy(f["mastodon"]["initial"]),
+            "reddit/new": copy.deepcopy(f["reddit"]["posts"]["initial"]),
+            "reddit/comments": copy.deepcopy(f["reddit"]["comments"]["initial"]), "x": copy.deepcopy(f["x"]["initial"]),
+            "graph": copy.deepcopy(f["facebook"]["posts"]["initial"]),
+            "graph/comments": copy.deepcopy(f["facebook"]["comments"]["initial"]),
+            "youtube": copy.deepcopy(f["youtube"]["initial"])}
+        self.failures: list[tuple[str, int, dict[str, str]]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.rules: list[dict[str, str]] = [{"id": "1", "value": "old query", "tag": "x"}]
+        self.lock = threading.Lock()
+        self.hold: Optional[tuple[str, int]] = None  # (api, after this many more requests): answer nothing
+        self.holding, self.release = threading.Event(), threading.Event()
+        handler = type("Handler", (_Handler,), {"apis": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, api: str, items: Optional[list] = None) -> None:
+        """Put the fixture's later items (or `items`) on top of an API's listing, as if just written."""
+        with self.lock:
+            if api == "graph/comments":
+                for post, comments in (items or self.fixtures["facebook"]["comments"]["later"]).items():
+                    self.visible[api][post] = comments + self.visible[api].get(post, [])
+                return
+            later = {"reddit/new": self.fixtures["reddit"]["posts"]["later"],
+                     "reddit/comments": self.fixtures["reddit"]["comments"]["later"],
+                     "graph": self.fixtures["facebook"]["posts"]["later"]}.get(api) or self.fixtures[api]["later"]
+            self.visible[api] = copy.deepcopy(items if items is not None else later) + self.visible[api]
+
+    def fail_next(self, api: str, status: int, headers: Optional[dict[str, str]] = None) -> None:
+        self.failures.append((api, status, headers or {}))
+
+    def hold_after(self, api: str, requests: int) -> None:
+        """Let `requests` more requests to `api` through, then keep the next one waiting until `release`
+        is set: a connector process can be killed in the middle of a round at a known point."""
+        self.hold = (api, requests)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    apis: FakeApis
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        parts = urlsplit(self.path)
+        api, _, rest = parts.path.lstrip("/").partition("/")
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.apis.requests.append((self.command, self.path))
+        if self.apis.hold and self.apis.hold[0] == api:
+            if self.apis.hold[1] == 0:
+                self.apis.holding.set()
+                self.apis.release.wait(60)
+                self.close_connection = True
+                return
+            self.apis.hold = (api, self.apis.hold[1] - 1)
+        failure = next((f for f in self.apis.failures if f[0] == api), None)
+        if failure:
+            self.apis.failures.remove(failure)
+            return self._json({"error": "scripted failure"}, failure[1], failure[2])
+        refusal = self._refused(api)
+        if refusal:
+            return self._json(*refusal)
+        with self.apis.lock:
+            getattr(self, f"_{api}")(rest, query, body)
+
+    def _refused(self, api: str) -> Optional[tuple[dict, int]]:
+        auth, expected = self.headers.get("Authorization", ""), TOKENS.get(api)
+        if api == "youtube" and self.headers.get("X-Goog-Api-Key") != expected:
+            return {"error": {"code": 403, "message": "API key not valid.", "errors": [{"reason": "forbidden"}]}}, 403
+        if api in ("x", "graph") and auth != f"Bearer {expected}":
+            return ({"title": "Unauthorized", "detail": "Unauthorized", "status": 401}, 401) if api == "x" else (
+                {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}, 400)
+        return None
+
+    def _json(self, data: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> None:
+        payload = json.dumps(data, ensure_ascii=False).encode()
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json; charset=utf-8", **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _stream(self, chunks: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+    def _base(self, api: str) -> str:
+        return f"{self.apis.url}/{api}"
+
+    def _discourse(self, rest: str, query: dict, body: bytes) -> None:
+        page, _ = _page(self.apis.visible["discourse"], lambda p: str(p.get("id")), query.get("before"))
+        self._json({"latest_posts": page})
+
+    def _mastodon(self, rest: str, query: dict, body: bytes) -> None:
+        if rest.startswith("api/v1/accounts/lookup"):
+            return self._json({"id": "901", "acct": query.get("acct")})
+        if rest.startswith("api/v1/streaming/hashtag"):
+            events = [b":thump\n", b"event: delete\ndata: 113400000000000001\n\n"] + [
+                b"event: update\ndata: " + json.dumps(s).encode() + b"\n\n" for s in self.apis.fixtures["mastodon"]["streamed"]]
+            return self._stream(events)
+        page, following = _page(self.apis.visible["mastodon"], lambda s: s.get("id"), query.get("max_id"))
+        path = urlsplit(self.path).path
+        link = f'<{self.apis.url}{path}?limit=40&max_id={following}>; rel="next"' if following else ""
+        self._json(page, headers={"Link": link, "X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
+                                  "X-RateLimit-Reset": "2026-11-05T12:00:00.000Z"})
+
+    def _reddit(self, rest: str, query: dict, body: bytes) -> None:
+        if rest == "api/v1/access_token":
+            ok = self.headers.get("Authorization", "").startswith("Basic ") and b"grant_type=client_credentials" in body
+            return self._json({"access_token": TOKENS["reddit"], "token_type": "bearer", "expires_in": 86400,
+                               "scope": "*"} if ok else {"error": "invalid_grant"}, 200 if ok else 401)
+        if self.headers.get("Authorization") != f"bearer {TOKENS['reddit']}":
+            return self._json({"message": "Unauthorized", "error": 401}, 401)
+        listing = "reddit/new" if rest.endswith("/new") else "reddit/comments"
+        page, following = _page(self.apis.visible[listing], lambda c: c["data"].get("name"), query.get("after"))
+        self._json({"kind": "Listing", "data": {"after": following, "dist": len(page), "children": page, "before": None}},
+                   headers={"x-ratelimit-used": "1", "x-ratelimit-remaining": "99.0", "x-ratelimit-reset": "420"})
+
+    def _x(self, rest: str, query: dict, body: bytes) -> None:
+        users = {u["id"]: u for u in self.apis.fixtures["x"]["users"]}
+        if rest == "2/tweets/search/stream/rules":
+            if self.command == "POST":
+                change = json.loads(body)
+                deleted = set((change.get("delete") or {}).get("ids") or [])
+                self.apis.rules = [r for r in self.apis.rules if r["id"] not in deleted] + [
+                    {"id": str(100 + i), **r} for i, r in enumerate(change.get("add") or [])]
+                return self._json({"meta": {"sent": "2026-11-05T09:00:00.000Z"}}, 201 if change.get("add") else 200)
+            return self._json({"data": self.apis.rules, "meta": {"result_count": len(self.apis.rules)}})
+        if rest == "2/tweets/search/stream":
+            lines = [b"\r\n"]
+            for tweet in self.apis.fixtures["x"]["streamed"]:
+                tags = [{"id": r["id"], "tag": r["tag"]} for r in self.apis.rules]
+                lines.append(json.dumps({"data": tweet, "includes": {"users": [users[tweet["author_id"]]]},
+                                         "matching_rules": tags}).encode() + b"\r\n")
+            return self._stream(lines)
+        since = int(query.get("since_id") or 0)
+        newer = [t for t in self.apis.visible["x"] if int(t["id"]) > since]
+        page, following = _page(newer, lambda t: t["id"], query.get("next_token"))
+        meta: dict[str, Any] = {"result_count": len(page)}
+        if page:
+            meta.update(newest_id=page[0]["id"], oldest_id=page[-1]["id"])
+        if following:
+            meta["next_token"] = following
+        answer: dict[str, Any] = {"meta": meta}
+        if page:
+            answer["data"] = page
+            answer["includes"] = {"users": [users[a] for a in {t.get("author_id") for t in page} if a in users]}
+        self._json(answer, headers={"x-rate-limit-limit": "450", "x-rate-limit-remaining": "449",
+                                    "x-rate-limit-reset": "1762336800"})
+
+    def _graph(self, rest: str, query: dict, body: bytes) -> None:
+        node, _, edge = rest.partition("/")
+        items = self.apis.visible["graph"] if edge == "feed" else self.apis.visible["graph/comments"].get(node, [])
+        page, following = _page(items, lambda p: p.get("id"), query.get("after"))
+        paging: dict[str, Any] = {"cursors": {"before": "MAZDZD", "after": following or "MTAZD"}}
+        if following:
+            paging["next"] = f"{self._base('graph')}/{rest}?" + urlencode({**query, "after": following,
+                                                                          "access_token": "leaked-if-stored"})
+        self._json({"data": page, "paging": paging})
+
+    def _youtube(self, rest: str, query: dict, body: bytes) -> None:
+        page, following = _page(self.apis.visible["youtube"], lambda t: t.get("id"), query.get("pageToken"))
+        answer = {"kind": "youtube#commentThreadListResponse", "etag": "x", "items": page,
+                  "pageInfo": {"totalResults": len(page), "resultsPerPage": PAGE}}
+        if following:
+            answer["nextPageToken"] = following
+        self._json(answer)
