@@ -189,7 +189,12 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import demo
-    return demo.run(settings, args.samples, start_services=not args.no_services)
+    code = demo.run(settings, args.samples, start_services=not args.no_services)
+    if code or args.no_live:
+        return code
+    from pathlib import Path
+    from pipeline import demo_live
+    return demo_live.run(settings, args.samples, Path(settings.services.data_dir) / "demo", count=args.live_posts)
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -338,9 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--every", type=float, help="keep checking every this many seconds")
     sub.add_argument("--now", help="evaluate as of this ISO time instead of the current time (replays)")
 
-    sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise.")
+    sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise; "
+                                 "then watch replayed and webhook posts flow through the streaming job.")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")
     sub.add_argument("--no-services", action="store_true", help="use the Kafka/Elasticsearch in the configuration")
+    sub.add_argument("--no-live", action="store_true", help="skip the live part (replay + webhook -> stream job)")
+    sub.add_argument("--live-posts", type=int, default=60, help="posts the live replay sends (default 60)")
 
     sub = command("eval", _eval, "Measure every model: sentiment/relevance on public benchmarks, intent, language, "
                                  "personal data.")
