@@ -50,6 +50,7 @@ class MastodonConfig(_Polling):
     accounts: list[str] = []  # user@server
     token_env: Optional[EnvName] = None
     stream: bool = False  # hashtags through the streaming API (with REST catch-up on every reconnect)
+    streaming_url: Optional[HttpUrl] = None  # when the server streams from another host (/api/v1/instance)
 
     @model_validator(mode="after")
     def _something_to_read(self) -> "MastodonConfig":

@@ -87,9 +87,14 @@ class MastodonHashtagStream(CatchUpStream):
 
     rest: MastodonTimeline
 
+    def __init__(self, rest: MastodonTimeline, every_s: float, streaming_url: Optional[str] = None) -> None:
+        """`streaming_url`: servers that stream from another host name it in `/api/v1/instance` (`urls.streaming_api`)."""
+        super().__init__(rest, every_s)
+        self.streaming_url = (streaming_url or rest.url).rstrip("/")
+
     def connect(self) -> Iterator[Event]:
         tag = self.rest.timeline.partition(":")[2].lstrip("#")
-        lines = self.rest.http.lines(f"{self.rest.url}/api/v1/streaming/hashtag?tag={quote(tag)}", self.rest.headers)
+        lines = self.rest.http.lines(f"{self.streaming_url}/api/v1/streaming/hashtag?tag={quote(tag)}", self.rest.headers)
         event = ""
         for line in lines:
             text = line.decode("utf-8", "replace")

@@ -47,7 +47,7 @@ def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bo
             rest = MastodonTimeline(f"{cfg.name}/{timeline}", cfg.url, timeline, cfg.every_s, http,
                                     secret(cfg, "token_env"), cfg.backfill_pages)
             stream = cfg.stream and not once and timeline.startswith("tag:")
-            sources.append(MastodonHashtagStream(rest, every_s=5.0) if stream else rest)
+            sources.append(MastodonHashtagStream(rest, 5.0, cfg.streaming_url) if stream else rest)
         return sources
     if isinstance(cfg, connect_config.RedditConfig):
         token = RedditToken(cfg.auth_url, secret(cfg, "client_id_env") or "", secret(cfg, "client_secret_env") or "", http)

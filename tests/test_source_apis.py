@@ -191,7 +191,7 @@ def test_credentials_are_refused_with_a_clear_reason_and_never_stored(apis: Fake
 
 
 def test_streams_deliver_pushed_items_and_catch_up_after_a_disconnect(apis: FakeApis) -> None:
-    mastodon = build(apis, "mastodon", stream=True)[0]
+    mastodon = build(apis, "mastodon", stream=True, streaming_url=f"{apis.url}/mastodon")[0]
     x = build(apis, "x", stream=True)[0]
     for source, api, streamed, missed in (
             (mastodon, "mastodon", ["113400000000000012", "113400000000000013"], ["113400000000000015", "113400000000000014"]),
