@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from models.encoder import TextEncoder
+from schemas import shipped_or_path
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "topics"
 
 def resolve_topics_file(name: str) -> Path:
     """'builtin:telecom' and 'builtin:rail' name the examples shipped in models/topics/; anything else is a path."""
-    if name.startswith("builtin:"):
-        path = BUILTIN_DIR / f"{name.removeprefix('builtin:')}.yaml"
-        if not path.exists():
-            known = ", ".join(f"builtin:{p.stem}" for p in sorted(BUILTIN_DIR.glob("*.yaml")))
-            raise ValueError(f"unknown topics file {name}; shipped: {known}")
-        return path
-    return Path(name)
+    return shipped_or_path(name, BUILTIN_DIR, "topics file")
 
 
 def read_topics(path: str | Path) -> tuple[list[Topic], float]:

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,18 +25,13 @@ from connectors.webhook import signature
 from pipeline.bench import read_posts
 from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings
+from pipeline.services import free_port
 
 WEBHOOK_POSTS = [
     {"source": "webhook", "text": "Hallo, meine Bankverbindung hat sich geändert: DE89 3704 0044 0532 0130 00. "
                                   "Bitte ab Dezember von diesem Konto abbuchen."},
     {"source": "webhook", "text": "Ich will kündigen. Seit Wochen kein stabiles Internet und niemand meldet sich!"},
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _replay_file(samples: str, path: Path, run_id: str, count: int) -> list[str]:
@@ -79,7 +73,7 @@ def run(settings: Settings, samples: str, workdir: Path, count: int = 60, speed:
     run_id = secrets.token_hex(3)
     workdir.mkdir(parents=True, exist_ok=True)
     ids = _replay_file(samples, workdir / "live-posts.jsonl", run_id, count)
-    port, secret_value = _free_port(), secrets.token_urlsafe(24)
+    port, secret_value = free_port(), secrets.token_urlsafe(24)
     os.environ["TRIAGE_DEMO_WEBHOOK_SECRET"] = secret_value
     sources = workdir / "live-sources.yaml"
     sources.write_text(yaml.safe_dump({"checkpoint_db": str(workdir / "live-checkpoints.sqlite"), "sources": [

@@ -174,13 +174,7 @@ class Rules(_Strict):
 
 def resolve_rules_file(name: str) -> Path:
     """'builtin:telecom-de' names a file shipped in pipeline/rules/; anything else is a path."""
-    if name.startswith("builtin:"):
-        path = BUILTIN_DIR / f"{name.removeprefix('builtin:')}.yaml"
-        if not path.exists():
-            known = ", ".join(f"builtin:{p.stem}" for p in sorted(BUILTIN_DIR.glob("*.yaml")))
-            raise RulesError(f"unknown rules file {name}; shipped: {known}")
-        return path
-    return Path(name).expanduser()
+    return schemas.shipped_or_path(name, BUILTIN_DIR, "rules file", RulesError)
 
 
 def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:

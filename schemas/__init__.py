@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -63,3 +64,14 @@ def index_template(index_prefix: str, kind: str = "posts") -> dict[str, Any]:
 def kafka_topics() -> dict[str, dict[str, Any]]:
     """Topic roles (raw, enriched, dead_letter) with partitions and topic config."""
     return load_json("kafka/topics.json")["topics"]
+
+
+def shipped_or_path(name: str, directory: Path, what: str, error: type[ValueError] = ValueError) -> Path:
+    """'builtin:NAME' names NAME.yaml shipped in `directory` (topics, routing rules); anything else is a path."""
+    if not name.startswith("builtin:"):
+        return Path(name).expanduser()
+    path = directory / f"{name.removeprefix('builtin:')}.yaml"
+    if not path.exists():
+        known = ", ".join(f"builtin:{p.stem}" for p in sorted(directory.glob("*.yaml")))
+        raise error(f"unknown {what} {name}; shipped: {known}")
+    return path

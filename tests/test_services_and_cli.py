@@ -11,27 +11,21 @@ from pipeline.cli import main
 from pipeline.config import load_settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_busy_port_is_reported_not_silently_used(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
         cfg = load_settings(environ={"TRIAGE_SERVICES__DATA_DIR": str(tmp_path), "TRIAGE_SERVICES__ES_PORT": str(port),
-                                     "TRIAGE_SERVICES__KAFKA_PORT": str(_free_port())}).services
+                                     "TRIAGE_SERVICES__KAFKA_PORT": str(services.free_port())}).services
         with pytest.raises(services.ServiceError, match=f"port {port} is already in use"):
             services.up(cfg)
 
 
 def test_services_start_report_and_stop_by_pid(tmp_path: Path) -> None:
     cfg = load_settings(environ={"TRIAGE_SERVICES__DATA_DIR": str(tmp_path), "TRIAGE_SERVICES__KAFKA_SERVER": "tansu",
-                                 "TRIAGE_SERVICES__ES_PORT": str(_free_port()),
-                                 "TRIAGE_SERVICES__KAFKA_PORT": str(_free_port())}).services
+                                 "TRIAGE_SERVICES__ES_PORT": str(services.free_port()),
+                                 "TRIAGE_SERVICES__KAFKA_PORT": str(services.free_port())}).services
     assert all("not running" in line for line in services.status(cfg))
     try:
         started = services.up(cfg)
@@ -45,14 +39,14 @@ def test_services_start_report_and_stop_by_pid(tmp_path: Path) -> None:
 
 def test_unreachable_elasticsearch_gives_advice(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("TRIAGE_ES_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("TRIAGE_ES_URL", f"http://127.0.0.1:{services.free_port()}")
     monkeypatch.setenv("TRIAGE_ELASTICSEARCH__MAX_RETRIES", "0")
     assert main(["query", "anything"]) == 1
     assert "cannot reach Elasticsearch" in capsys.readouterr().err
 
 
 def test_unreachable_kafka_gives_advice(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("TRIAGE_KAFKA_BOOTSTRAP", f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("TRIAGE_KAFKA_BOOTSTRAP", f"127.0.0.1:{services.free_port()}")
     monkeypatch.setenv("TRIAGE_KAFKA__CONNECT_TIMEOUT_S", "2")
     assert main(["setup", "--no-elasticsearch"]) == 1
     assert "cannot reach Kafka" in capsys.readouterr().err

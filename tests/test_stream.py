@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,19 +33,13 @@ EXTERNAL = bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIA
 LIGHT_STEPS = ["language", "pii"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["external"] if EXTERNAL else ["noida", "tansu"])
 def kafka_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Services for this module: their own processes and ports, so outages here touch no other test."""
     if request.param == "external":
         yield {"name": "external", "overrides": {}}
         return
-    kafka_port, es_port = _free_port(), _free_port()
+    kafka_port, es_port = services.free_port(), services.free_port()
     overrides = {"kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
                  "elasticsearch": {"url": f"http://127.0.0.1:{es_port}"},
                  "services": {"data_dir": str(tmp_path_factory.mktemp(request.param)), "kafka_server": request.param,
