@@ -10,7 +10,7 @@ import json
 from typing import Iterator
 
 from pipeline.config import KafkaSettings
-from pipeline.sinks.kafka import producer
+from pipeline.sinks.kafka import delivery_timeout_s, producer
 
 
 def _lines(patterns: list[str]) -> Iterator[bytes]:
@@ -33,12 +33,12 @@ def _key(line: bytes) -> bytes | None:
 
 def publish(cfg: KafkaSettings, patterns: list[str], topic: str | None = None) -> int:
     """Send every non-blank line; returns how many the broker acknowledged."""
-    kafka = producer(cfg)
+    kafka, timeout_s = producer(cfg), delivery_timeout_s(cfg)
     try:
         futures = [kafka.send(topic or cfg.topics.raw, key=_key(line), value=line) for line in _lines(patterns)]
-        kafka.flush(timeout=cfg.request_timeout_s)
+        kafka.flush(timeout=timeout_s)
         for future in futures:
-            future.get(timeout=cfg.request_timeout_s)
+            future.get(timeout=timeout_s)
         return len(futures)
     finally:
-        kafka.close(timeout=cfg.request_timeout_s)
+        kafka.close(timeout=timeout_s)

@@ -87,9 +87,11 @@ class StreamHarness:
         return proc
 
     def produce(self, payloads: list[tuple[str | None, bytes]]) -> None:
-        for key, value in payloads:
-            self.producer.send(self.settings.kafka.topics.raw, key=key.encode() if key else None, value=value)
+        futures = [self.producer.send(self.settings.kafka.topics.raw, key=key.encode() if key else None, value=value)
+                   for key, value in payloads]
         self.producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=60)  # a send that failed would otherwise look like a post the job lost
 
     def indexed_ids(self) -> list[str]:
         from elasticsearch.helpers import scan
@@ -101,6 +103,15 @@ class StreamHarness:
         alias = self.settings.elasticsearch.read_alias
         self.es.indices.refresh(index=alias)
         return int(self.es.count(index=alias)["count"])
+
+    def wait_for_count(self, expected: int, timeout_s: float, what: str) -> None:
+        """Wait until the index holds `expected` posts; on timeout, fail with the workers' last log lines."""
+        try:
+            wait_until(lambda: self.count() == expected, timeout_s, what)
+        except AssertionError as exc:
+            tails = [f"--- {log.name} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+                     for log in sorted(self.logs.glob("worker-*.log"))]
+            raise AssertionError(f"{exc} (index holds {self.count()})\n" + "\n".join(tails)) from None
 
     def consume(self, topic: str, expected: int, timeout_ms: int = 10_000) -> list[Any]:
         return consume_all(self.settings, topic, expected, timeout_ms)
@@ -157,7 +168,7 @@ def test_posts_are_enriched_into_the_index_and_the_enriched_topic(harness_factor
     worker = h.start_worker()
     posts = _posts(40, "e2e")
     h.produce(posts)
-    wait_until(lambda: h.count() == 40, 180, "40 posts in the index")
+    h.wait_for_count(40, 180, "40 posts in the index")
     doc = h.es.get(index=h.settings.elasticsearch.read_alias, id="e2e:0")["_source"]
     assert {"language", "pii", "sentiment", "intent", "text_redacted"} <= set(doc)
     assert "_produced_ms" not in doc
@@ -175,7 +186,7 @@ def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harnes
               ("p:huge", json.dumps({"id": "p:huge", "source": "blog", "text": "x" * 5_000_000}).encode())]
     good = _posts(20, "good")
     h.produce(good[:10] + poison + good[10:])
-    wait_until(lambda: h.count() == 20, 90, "the 20 good posts in the index")
+    h.wait_for_count(20, 90, "the 20 good posts in the index")
     letters = h.consume(h.settings.kafka.topics.dead_letter, len(poison))
     reasons = sorted(dict(m.headers)["triage.reason_code"].decode() for m in letters)
     assert reasons == ["empty_text", "invalid_utf8", "oversized_record", "schema_violation"]
@@ -200,7 +211,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_indexes_once(harness_factory
         worker.wait()
         worker = h.start_worker()
     producing.join()
-    wait_until(lambda: h.count() >= 5000, 240, "5000 posts in the index")
+    h.wait_for_count(5000, 240, "5000 posts in the index")
     ids = h.indexed_ids()
     assert len(ids) == len(set(ids)) == 5000
     assert h.consume(h.settings.kafka.topics.dead_letter, 1, timeout_ms=3000) == []
@@ -214,14 +225,14 @@ def test_elasticsearch_down_for_20_seconds_loses_nothing(harness_factory, kafka_
     h.start_worker()
     posts = _posts(1000, "outage")
     h.produce(posts[:300])
-    wait_until(lambda: h.count() == 300, 90, "the first 300 posts")
+    h.wait_for_count(300, 90, "the first 300 posts")
     services.noida_control(kafka_server["services"], "stop", "elasticsearch")
     try:
         h.produce(posts[300:])
         time.sleep(20)
     finally:
         services.noida_control(kafka_server["services"], "start", "elasticsearch")
-    wait_until(lambda: h.count() == 1000, 180, "the backlog to drain after the outage")
+    h.wait_for_count(1000, 180, "the backlog to drain after the outage")
     assert len(set(h.indexed_ids())) == 1000
     assert h.stop_all() == [0]
 
@@ -233,12 +244,12 @@ def test_broker_restart_resumes_from_committed_offsets(harness_factory, kafka_se
     h.start_worker("--workers", "2")  # a supervisor with two workers in one consumer group
     posts = _posts(1000, "restart")
     h.produce(posts[:500])
-    wait_until(lambda: h.count() == 500, 120, "the first 500 posts")
+    h.wait_for_count(500, 120, "the first 500 posts")
     services.noida_control(kafka_server["services"], "restart", "kafka")
     h.producer.close()
     h.producer = producer(h.settings.kafka)
     h.produce(posts[500:])
-    wait_until(lambda: h.count() == 1000, 180, "all posts after the broker restart")
+    h.wait_for_count(1000, 180, "all posts after the broker restart")
     assert len(set(h.indexed_ids())) == 1000
     assert h.stop_all() == [0]
 

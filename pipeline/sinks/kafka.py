@@ -12,16 +12,26 @@ from pipeline.records import DeadLetter, post_payload
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # matches max.message.bytes of the raw and dead-letter topics
 
 
+def delivery_timeout_s(cfg: KafkaSettings) -> float:
+    """How long a send keeps being retried (leader moves, a broker restart) before it fails: 4 request timeouts."""
+    return 4 * cfg.request_timeout_s
+
+
 def producer(cfg: KafkaSettings) -> KafkaProducer:
-    """acks=all and idempotence: a write is done once every in-sync replica has it, and retries never duplicate."""
+    """acks=all and idempotence: a write is done once every in-sync replica has it, and retries never duplicate.
+
+    Retries are bounded by time (delivery_timeout_ms), not by count, as in the Java client: a count of
+    a few retries 100 ms apart gives up within a second, while a broker restart takes several.
+    """
     return KafkaProducer(**kafka_options(cfg), acks="all", enable_idempotence=True, linger_ms=5,
-                         retries=5, max_in_flight_requests_per_connection=5, max_request_size=MAX_RECORD_BYTES)
+                         delivery_timeout_ms=int(delivery_timeout_s(cfg) * 1000),
+                         max_in_flight_requests_per_connection=5, max_request_size=MAX_RECORD_BYTES)
 
 
 class KafkaWriter:
     def __init__(self, cfg: KafkaSettings) -> None:
         self._producer = producer(cfg)
-        self._timeout_s = cfg.request_timeout_s
+        self._timeout_s = delivery_timeout_s(cfg)
 
     def write_posts(self, topic: str, posts: Sequence[dict[str, Any]]) -> None:
         futures = [self._producer.send(topic, key=post["id"].encode("utf-8"), value=post_payload(post)) for post in posts]
