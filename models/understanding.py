@@ -71,22 +71,38 @@ class TextUnderstanding:
 
     @classmethod
     def load(cls, artifacts: Path = ARTIFACTS_DIR, cache_dir: str = "~/.cache/triage/models",
-             encoder: Optional[str] = None, threads: int = 2, int8: bool = False,
+             encoder: Optional[str] = None, threads: int = 2, int8: bool = False, runtime: str = "torch",
              topics_file: Optional[str] = None, sentiment_model: Optional[str] = None,
              intent_model: Optional[str] = None) -> "TextUnderstanding":
-        """Load the encoder (built offline by default), merge the adapters, load the heads."""
+        """Load the encoder (built offline by default), merge the adapters, load the heads.
+
+        runtime 'onnxruntime' runs the merged encoder as a cached ONNX export (models/onnx_runtime.py).
+        """
         torch.set_num_threads(threads)
-        spec = json.loads((artifacts / "model.json").read_text(encoding="utf-8"))
-        text_encoder = TextEncoder(resolve_encoder(encoder or spec["encoder"], cache_dir),
-                                   spec["max_tokens"], spec["prefix"]).eval()
+        spec_bytes = (artifacts / "model.json").read_bytes()
+        spec = json.loads(spec_bytes)
+        if runtime not in ("torch", "onnxruntime"):
+            raise ValueError(f"unknown models.runtime {runtime!r}: use torch or onnxruntime")
+        encoder_name = encoder or spec["encoder"]
         adapters = artifacts / "adapters.safetensors"
-        if adapters.exists() and encoder is None:  # adapters only fit the encoder they were trained on
+        merged = adapters.exists() and encoder is None  # adapters only fit the encoder they were trained on
+        exported = None
+        if runtime == "onnxruntime":
+            from models import onnx_runtime
+            key = onnx_runtime.cache_key([encoder_name.encode(), spec_bytes, adapters.read_bytes() if merged else b""])
+            exported = onnx_runtime.cached_model(cache_dir, key, int8)
+        text_encoder = TextEncoder(resolve_encoder(encoder_name, cache_dir), spec["max_tokens"], spec["prefix"],
+                                   load_weights=exported is None).eval()
+        if merged and exported is None:
             state = {k: v.float() for k, v in load_file(str(adapters)).items()}
             merge_adapters(text_encoder.model, state, spec["adapter"]["alpha"] / spec["adapter"]["rank"])
-        if int8:
+        if runtime == "onnxruntime":
+            path = exported or onnx_runtime.export_model(text_encoder, cache_dir, key, int8)
+            text_encoder.use_onnxruntime(onnx_runtime.session(path, threads))
+        elif int8:
             text_encoder.quantize_int8()
         topics = TopicMatcher.from_file(topics_file, text_encoder) if topics_file else None
-        version = spec["version"] + ("+int8" if int8 else "")
+        version = spec["version"] + ("+int8" if int8 else "") + ("+ort" if runtime == "onnxruntime" else "")
         task_models: dict[str, Any] = {}
         if sentiment_model or intent_model:
             from models.hub_models import HubSentiment, ZeroShotIntent

@@ -198,11 +198,10 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
     from models import evaluate
     from models.language import LanguageDetector
     from models.pii import PiiDetector
-    from models.understanding import ARTIFACTS_DIR, TextUnderstanding
+    from pipeline.steps.understanding import load_understanding
     enrichment, models_cfg = settings.enrichment, settings.models
     language = LanguageDetector(enrichment.languages, enrichment.language_min_score, enrichment.language_min_letters,
                                 enrichment.language_min_words)
@@ -213,9 +212,7 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     data = args.data or os.environ.get("TRIAGE_DATA_DIR")
     precisions = ["fp32", "int8"] if args.precision == "both" else [args.precision or ("int8" if models_cfg.int8 else "fp32")]
     for precision in precisions:
-        understanding = TextUnderstanding.load(Path(models_cfg.artifacts) if models_cfg.artifacts else ARTIFACTS_DIR,
-                                               models_cfg.cache_dir, models_cfg.encoder, models_cfg.threads,
-                                               int8=precision == "int8")
+        understanding = load_understanding(models_cfg, int8=precision == "int8")
         results = [evaluate.intent_result(understanding)]
         if data:
             results += evaluate.benchmark_results(understanding, data, args.limit)

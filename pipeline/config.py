@@ -104,6 +104,7 @@ class ModelSettings(_Section):
     cache_dir: str
     threads: int = Field(ge=1, le=64)
     int8: bool
+    runtime: Literal["torch", "onnxruntime"]
     batch_size: int = Field(ge=1, le=1024)
     topics_file: Optional[str] = None
     sentiment_model: Optional[str] = None

@@ -1,12 +1,14 @@
 """The understanding models: adapters, encoder build, topics, and predictions a care agent would check."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import SAMPLES
 from models import encoder_build
 from models.lora import LoRALinear, adapter_state, merge_adapters
 from models.topics import read_topics
@@ -46,9 +48,8 @@ def test_topics_file_errors_name_the_problem(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def understanding(settings) -> TextUnderstanding:  # type: ignore[no-untyped-def]
-    cfg = settings.models
-    return TextUnderstanding.load(cache_dir=cfg.cache_dir, threads=cfg.threads, int8=cfg.int8,
-                                  topics_file="builtin:telecom")
+    from pipeline.steps.understanding import load_understanding
+    return load_understanding(settings.models.model_copy(update={"topics_file": "builtin:telecom"}))
 
 
 @pytest.mark.parametrize("text,intent,sentiment", [
@@ -77,10 +78,23 @@ def test_topics_route_posts_to_the_owning_team(understanding: TextUnderstanding)
 def test_one_forward_pass_serves_every_head(understanding: TextUnderstanding,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = understanding.encoder.forward
-    monkeypatch.setattr(understanding.encoder, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = understanding.encoder.vectors
+    monkeypatch.setattr(understanding.encoder, "vectors", lambda *a, **k: calls.append(1) or original(*a, **k))
     results = understanding.analyze(["eins zwei drei", "one two three"], batch_size=32)
     assert len(calls) == 1 and {"sentiment", "intent", "relevance", "topic"} <= set(results[0])
+
+
+def test_onnxruntime_fp32_gives_the_torch_vectors_and_int8_stays_close(understanding: TextUnderstanding,
+                                                                         settings) -> None:  # type: ignore[no-untyped-def]
+    assert understanding.version.endswith("+int8+ort"), "the default is ONNX Runtime with int8 weights"
+    cfg = settings.models
+    torch_fp32 = TextUnderstanding.load(cache_dir=cfg.cache_dir, threads=cfg.threads, runtime="torch")
+    ort_fp32 = TextUnderstanding.load(cache_dir=cfg.cache_dir, threads=cfg.threads, runtime="onnxruntime")
+    texts = [json.loads(line)["text"] for line in SAMPLES.read_text(encoding="utf-8").splitlines()[:60]]
+    reference = torch_fp32.encoder.embed(texts)
+    assert float((ort_fp32.encoder.embed(texts) - reference).abs().max()) < 1e-4
+    cosine = torch.nn.functional.cosine_similarity(understanding.encoder.embed(texts), reference)
+    assert float(cosine.mean()) > 0.99, "int8 vectors drifted from fp32"
 
 
 def _tiny_classifier(folder: Path, labels: list[str], tokenizer_source: str) -> str:

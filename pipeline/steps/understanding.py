@@ -5,7 +5,16 @@ from pathlib import Path
 from typing import Sequence
 
 from models.understanding import ARTIFACTS_DIR, TextUnderstanding
+from pipeline.config import ModelSettings
 from pipeline.steps.base import EnrichmentStep, Post
+
+
+def load_understanding(cfg: ModelSettings, int8: bool | None = None) -> TextUnderstanding:
+    """The models as configured (`int8` overrides models.int8, e.g. for `triage eval --precision`)."""
+    return TextUnderstanding.load(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.cache_dir,
+                                  encoder=cfg.encoder, threads=cfg.threads, int8=cfg.int8 if int8 is None else int8,
+                                  runtime=cfg.runtime, topics_file=cfg.topics_file,
+                                  sentiment_model=cfg.sentiment_model, intent_model=cfg.intent_model)
 
 
 class Understand(EnrichmentStep[TextUnderstanding]):
@@ -13,11 +22,7 @@ class Understand(EnrichmentStep[TextUnderstanding]):
     label = "ClassifySentimentIntentTopic"
 
     def load_model(self) -> TextUnderstanding:
-        cfg = self.settings.models
-        return TextUnderstanding.load(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.cache_dir,
-                                      encoder=cfg.encoder, threads=cfg.threads, int8=cfg.int8,
-                                      topics_file=cfg.topics_file, sentiment_model=cfg.sentiment_model,
-                                      intent_model=cfg.intent_model)
+        return load_understanding(self.settings.models)
 
     def enrich(self, posts: Sequence[Post], model: TextUnderstanding) -> list[Post]:
         results = model.analyze([post["text"] for post in posts], self.settings.models.batch_size)
