@@ -109,10 +109,13 @@ def _partial(path: Path) -> Path:
 
 
 def session(path: Path, threads: int) -> Any:
-    """An inference session with all graph optimizations on `threads` intra-op threads."""
+    """An inference session with all graph optimizations on `threads` intra-op threads that do not spin."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: the pipeline's own threads (Beam, Kafka and
+    # Elasticsearch clients) share the same few cores, and spinning starves them.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
