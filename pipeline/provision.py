@@ -68,3 +68,25 @@ def setup_all(settings: Settings, kafka: bool = True, elasticsearch: bool = True
         finally:
             es.close()
     return lines
+
+
+def teardown_all(settings: Settings, kafka: bool = True, elasticsearch: bool = True) -> None:
+    """Remove what setup_all created: for benchmarks and tests that run against shared servers."""
+    if kafka:
+        admin = KafkaAdminClient(**kafka_options(settings.kafka))
+        try:
+            topics = settings.kafka.topics
+            admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
+        finally:
+            admin.close()
+    if elasticsearch:
+        cfg = settings.elasticsearch
+        es = elasticsearch_client(cfg)
+        try:
+            names = list(es.indices.get(index=f"{cfg.index_prefix}-*", ignore_unavailable=True))
+            if names:  # by name: Elasticsearch refuses wildcard deletes (action.destructive_requires_name)
+                es.indices.delete(index=",".join(names))
+            for template in (cfg.index_prefix, cfg.private_index):
+                es.indices.delete_index_template(name=template)
+        finally:
+            es.close()

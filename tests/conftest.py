@@ -90,8 +90,7 @@ def _external() -> bool:
 @pytest.fixture(scope="session")
 def live(settings: Settings) -> Iterator[Settings]:
     """Running Kafka and Elasticsearch with this session's topics and index; cleaned up afterwards."""
-    from pipeline.clients import elasticsearch_client, kafka_options
-    from pipeline.provision import setup_all
+    from pipeline.provision import setup_all, teardown_all
 
     started = not _external()
     if started:
@@ -103,16 +102,7 @@ def live(settings: Settings) -> Iterator[Settings]:
         if started:
             services.down(settings.services)
         else:
-            from kafka import KafkaAdminClient
-            es = elasticsearch_client(settings.elasticsearch)
-            es.indices.delete(index=f"{settings.elasticsearch.index_prefix}-*", ignore_unavailable=True)
-            for template in (settings.elasticsearch.index_prefix, settings.elasticsearch.private_index):
-                es.indices.delete_index_template(name=template)
-            es.close()
-            admin = KafkaAdminClient(**kafka_options(settings.kafka))
-            topics = settings.kafka.topics
-            admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
-            admin.close()
+            teardown_all(settings)
 
 
 @pytest.fixture(scope="session")

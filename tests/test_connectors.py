@@ -61,23 +61,15 @@ class FeedServer(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def connect_live(live: Settings, run_id: str) -> Iterator[Settings]:
     """The live services with topics of this module's own: other tests count what is in theirs."""
-    from kafka import KafkaAdminClient
-
-    from pipeline.clients import kafka_options
     from pipeline.config import load_settings
-    from pipeline.provision import setup_all
+    from pipeline.provision import setup_all, teardown_all
     with pytest.MonkeyPatch.context() as patch:
         for topic in ("raw", "enriched", "dead_letter"):
             patch.setenv(f"TRIAGE_KAFKA__TOPICS__{topic.upper()}", f"test-{run_id}-connect.{topic}")
         settings = load_settings()
         setup_all(settings, elasticsearch=False)
         yield settings
-    admin = KafkaAdminClient(**kafka_options(settings.kafka))
-    try:
-        topics = settings.kafka.topics
-        admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
-    finally:
-        admin.close()
+    teardown_all(settings, elasticsearch=False)
 
 
 @pytest.fixture
