@@ -292,7 +292,7 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
     for source in text["sources"]:
         source["every_s"] = 1
     sources.write_text(yaml.safe_dump(text))
-    monkeypatch.setenv("TRIAGE_KAFKA__REQUEST_TIMEOUT_S", "5")
+    monkeypatch.setenv("TRIAGE_KAFKA__REQUEST_TIMEOUT_S", "2")  # a write then gives up after 8 s (4 request timeouts)
     settings = load_settings()
     before = _offsets(connect_live, connect_live.kafka.topics.raw)
     stop = threading.Event()
@@ -307,8 +307,8 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
             for listing in ("reddit/new", "reddit/comments", "discourse"):
                 apis.publish(listing)
             polls = len(apis.requests)
-            time.sleep(12)  # several polls fail while the broker is away
-            assert len(apis.requests) > polls + 3
+            time.sleep(20)  # polls go on while the broker is away; their writes time out
+            assert len(apis.requests) > polls + 2
         finally:
             services.noida_control(connect_live.services, "start", "kafka")
         deadline = time.monotonic() + 120
