@@ -10,7 +10,7 @@ import json
 from typing import Iterator
 
 from pipeline.config import KafkaSettings
-from pipeline.sinks.kafka import delivery_timeout_s, producer
+from pipeline.sinks.kafka import KafkaWriter
 
 
 def _lines(patterns: list[str]) -> Iterator[bytes]:
@@ -33,12 +33,8 @@ def _key(line: bytes) -> bytes | None:
 
 def publish(cfg: KafkaSettings, patterns: list[str], topic: str | None = None) -> int:
     """Send every non-blank line; returns how many the broker acknowledged."""
-    kafka, timeout_s = producer(cfg), delivery_timeout_s(cfg)
+    writer = KafkaWriter(cfg)
     try:
-        futures = [kafka.send(topic or cfg.topics.raw, key=_key(line), value=line) for line in _lines(patterns)]
-        kafka.flush(timeout=timeout_s)
-        for future in futures:
-            future.get(timeout=timeout_s)
-        return len(futures)
+        return writer.write_records(topic or cfg.topics.raw, ((_key(line), line) for line in _lines(patterns)))
     finally:
-        kafka.close(timeout=timeout_s)
+        writer.close()

@@ -21,15 +21,6 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = "1"  # bump when the export or quantization recipe changes: old cache entries are ignored
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError("models.runtime: onnxruntime needs the onnxruntime package: "
-                          "pip install onnxruntime (or set models.runtime: torch)") from exc
-    return onnxruntime
-
-
 def cache_key(parts: list[bytes]) -> str:
     """A short hash of the encoder name, the adapter and spec files, the precision and the export recipe."""
     digest = hashlib.sha256(EXPORT_FORMAT.encode())
@@ -38,25 +29,14 @@ def cache_key(parts: list[bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
-class _Pooled(torch.nn.Module):
-    """TextEncoder.forward as a graph with two inputs and one output."""
-
-    def __init__(self, encoder: torch.nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids, attention_mask)
-
-
 def _export(encoder: Any, path: Path) -> None:
+    """TextEncoder.forward (token ids and mask in, mean-pooled vectors out) with any batch and length."""
     sample = encoder.tokenize(["eins zwei drei", "one"])
-    axes = {"batch": 0, "tokens": 1}
-    torch.onnx.export(_Pooled(encoder).eval(), (sample["input_ids"], sample["attention_mask"]), str(path),
+    axes = {0: "batch", 1: "tokens"}
+    torch.onnx.export(encoder.eval(), (sample["input_ids"], sample["attention_mask"]), str(path),
                       dynamo=False, opset_version=17, input_names=["input_ids", "attention_mask"],
                       output_names=["vectors"],
-                      dynamic_axes={"input_ids": {v: k for k, v in axes.items()},
-                                    "attention_mask": {v: k for k, v in axes.items()}, "vectors": {0: "batch"}})
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "vectors": {0: "batch"}})
 
 
 def _quantize(fp32: Path, int8: Path) -> None:
@@ -110,7 +90,7 @@ def _partial(path: Path) -> Path:
 
 def session(path: Path, threads: int) -> Any:
     """An inference session with all graph optimizations on `threads` intra-op threads that do not spin."""
-    ort = _onnxruntime()
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples" / "posts.jsonl"
 TEST_KAFKA_PORT = int(os.environ.get("TRIAGE_TEST_KAFKA_PORT", "29092"))
 TEST_ES_PORT = int(os.environ.get("TRIAGE_TEST_ES_PORT", "29200"))
+
+
+@contextmanager
+def own_names(env: dict[str, str], kafka: bool = True, elasticsearch: bool = True) -> Iterator[Settings]:
+    """The live services under names of one test module's own (topics, index prefix), removed afterwards.
+
+    For modules whose counts or alias moves must not meet other tests' data.
+    """
+    from pipeline.provision import setup_all, teardown_all
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        settings = load_settings()
+        setup_all(settings, kafka=kafka, elasticsearch=elasticsearch)
+        try:
+            yield settings
+        finally:
+            teardown_all(settings, kafka=kafka, elasticsearch=elasticsearch)
 
 
 def pytest_configure(config: pytest.Config) -> None:

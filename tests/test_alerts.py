@@ -9,10 +9,10 @@ from typing import Iterator
 
 import pytest
 
+from conftest import own_names
 from pipeline.cli import main
 from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings, load_settings
-from pipeline.provision import setup_all
+from pipeline.config import Settings
 from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
 
 pytestmark = pytest.mark.integration
@@ -28,10 +28,7 @@ def _post(i: str, at: datetime, topic: str, negative: bool) -> dict:
 @pytest.fixture(scope="module")
 def alert_settings(live: Settings, run_id: str) -> Iterator[Settings]:
     """Seven quiet days (2 network and 2 billing posts at 10-11 UTC, 6 of 28 negative), then a busy hour."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRIAGE_ES_INDEX_PREFIX", f"test-{run_id}-alerts")
-        settings = load_settings()
-        setup_all(settings, kafka=False)
+    with own_names({"TRIAGE_ES_INDEX_PREFIX": f"test-{run_id}-alerts"}, kafka=False) as settings:
         posts = []
         for day in range(1, 8):
             at = NOW - timedelta(days=day, minutes=30)

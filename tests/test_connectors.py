@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from conftest import consume_all
+from conftest import consume_all, own_names
 from connectors.http import HttpClient, rate_limit_wait_s, retry_after_s
 from connectors.text import html_to_text
 from connectors.webhook import signature
@@ -61,15 +61,9 @@ class FeedServer(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def connect_live(live: Settings, run_id: str) -> Iterator[Settings]:
     """The live services with topics of this module's own: other tests count what is in theirs."""
-    from pipeline.config import load_settings
-    from pipeline.provision import setup_all, teardown_all
-    with pytest.MonkeyPatch.context() as patch:
-        for topic in ("raw", "enriched", "dead_letter"):
-            patch.setenv(f"TRIAGE_KAFKA__TOPICS__{topic.upper()}", f"test-{run_id}-connect.{topic}")
-        settings = load_settings()
-        setup_all(settings, elasticsearch=False)
+    with own_names({f"TRIAGE_KAFKA__TOPICS__{topic.upper()}": f"test-{run_id}-connect.{topic}"
+                    for topic in ("raw", "enriched", "dead_letter")}, elasticsearch=False) as settings:
         yield settings
-    teardown_all(settings, elasticsearch=False)
 
 
 @pytest.fixture

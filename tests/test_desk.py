@@ -13,12 +13,11 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, own_names
 from pipeline import desk
 from pipeline.cli import main
 from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings, load_settings
-from pipeline.provision import setup_all
+from pipeline.config import Settings
 from pipeline.routing import PRIORITIES
 
 pytestmark = pytest.mark.integration
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def desk_settings(live: Settings, run_id: str) -> Iterator[Settings]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRIAGE_ES_INDEX_PREFIX", f"test-{run_id}-desk")
-        settings = load_settings()
-        setup_all(settings, kafka=False)
+    with own_names({"TRIAGE_ES_INDEX_PREFIX": f"test-{run_id}-desk"}, kafka=False) as settings:
         assert main(["batch", "--input", str(SAMPLES), "--output", "es"]) == 0
         yield settings
 
