@@ -71,7 +71,3 @@ class TextEncoder(torch.nn.Module):
             batch = self.tokenize([texts[i] for i in idx])
             out[idx] = self.vectors(batch)
         return out
-
-    def quantize_int8(self) -> None:
-        """Dynamic int8 quantization of the linear layers (torch runtime): faster on CPUs, measured by `triage eval`."""
-        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -3,9 +3,15 @@
 The merged encoder (base weights + LoRA adapters) is exported once to ONNX and cached beside the
 built encoder, keyed by a hash of everything that determines its weights, so a worker start reuses it.
 fp32 gives the torch vectors to within 1e-5 (fused attention and layer-norm kernels make it faster).
-int8 quantizes the weights of the linear layers dynamically, except the feed-forward output
-projections: their inputs (GELU outputs) have outliers that per-tensor activation scales cannot hold,
-and quantizing them too costs several points (models/README.md has the figures).
+
+int8 rewrites every linear layer as an integer matrix product: weights per output channel, and
+activations per token, with a scale computed from that token's own values at run time. ONNX Runtime's
+stock dynamic quantization scales activations per tensor, i.e. per batch: a post's scores then depended
+on the other posts in its batch, and one outlier token coarsened the whole batch. Per token, a post's
+vectors are the same in any batch. A few input channels of each layer carry much larger values than the
+rest; as in SmoothQuant (Xiao et al., 2023), part of their range is moved into the weights with a
+per-channel factor measured once on the team's intent training texts, so that the other channels keep
+their resolution. Figures against fp32 are in models/README.md.
 """
 from __future__ import annotations
 
@@ -15,10 +21,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
-EXPORT_FORMAT = "1"  # bump when the export or quantization recipe changes: old cache entries are ignored
+SMOOTHING_ALPHA = 0.5  # share of an input channel's range moved into the weights; chosen on validation data
+CALIBRATION_FILE = "int8-calibration.txt"  # in the artifacts folder: texts that measure each channel's range
+CALIBRATION_TEXTS = 256
+EXPORT_FORMAT = "3"  # bump when the export or quantization recipe changes: old cache entries are ignored
 
 
 def cache_key(parts: list[bytes]) -> str:
@@ -39,22 +49,142 @@ def _export(encoder: Any, path: Path) -> None:
                       dynamic_axes={"input_ids": axes, "attention_mask": axes, "vectors": {0: "batch"}})
 
 
-def _quantize(fp32: Path, int8: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    matmuls = [node.name for node in onnx.load(str(fp32), load_external_data=False).graph.node
-               if node.op_type == "MatMul"]
-    keep_fp32 = [name for name in matmuls
-                 if name.endswith(("/self/MatMul", "/self/MatMul_1"))  # attention scores: activations only
-                 or (name.endswith("/output/dense/MatMul") and "/attention/" not in name)]  # feed-forward out
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)  # the quantizer logs a line per tensor on the root logger
+def save_calibration_texts(artifacts: Path, texts: list[str]) -> None:
+    """Keep an even sample of training texts beside the heads: the int8 export measures channel ranges on them."""
+    step = max(1, len(texts) // CALIBRATION_TEXTS)
+    sample = [" ".join(text.split()) for text in texts[::step][:CALIBRATION_TEXTS]]
+    (artifacts / CALIBRATION_FILE).write_text("\n".join(sample) + "\n", encoding="utf-8")
+
+
+def calibration_file_bytes(artifacts: Path) -> bytes:
+    """Part of the cache key: the fp32 export that int8 starts from is shared by both precisions."""
+    path = artifacts / CALIBRATION_FILE
+    return path.read_bytes() if path.exists() else b""
+
+
+def calibration_texts(artifacts: Path) -> list[str]:
+    path = artifacts / CALIBRATION_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"int8 needs {path} (written by `make train`); set models.int8: false without it")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _input_ranges(encoder: Any, texts: list[str]) -> dict[str, np.ndarray]:
+    """Largest |input| per channel of every linear layer of the torch encoder over the calibration texts."""
+    ranges: dict[str, np.ndarray] = {}
+
+    def recorder(name: str) -> Any:
+        def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            largest = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(dim=0).numpy()
+            ranges[name] = np.maximum(ranges[name], largest) if name in ranges else largest
+        return record
+
+    hooks = [module.register_forward_pre_hook(recorder(name)) for name, module in encoder.named_modules()
+             if isinstance(module, torch.nn.Linear)]
     try:
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32)
+        encoder.embed(texts)
     finally:
-        root.setLevel(level)
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+def _quantize(encoder: Any, fp32: Path, int8: Path, calibration: list[str]) -> None:
+    """Replace every MatMul with a weight (the linear layers) by its smoothed per-token int8 form."""
+    import onnx
+    from onnx import numpy_helper
+    input_ranges = _input_ranges(encoder, calibration)
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    linear = {node.name: node for node in graph.node if node.op_type == "MatMul" and node.input[1] in initializers}
+    weights = {name: numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+               for name, node in linear.items()}
+    smoothing = _smoothing(linear, weights, input_ranges)
+    added = [numpy_helper.from_array(np.asarray(value, dtype), name) for name, value, dtype in (
+        ("q_eps", 1e-8, np.float32), ("q_127", 127.0, np.float32), ("q_128", 128.0, np.float32),
+        ("q_zero_point", 128, np.uint8), ("q_leading_start", [0], np.int64), ("q_leading_end", [-1], np.int64))]
+    quantized_inputs: dict[str, str] = {}  # query, key and value read one input: quantize it once
+    nodes = []
+    for node in graph.node:
+        if node.name not in linear:
+            nodes.append(node)
+            continue
+        source = node.input[0]
+        weight = weights[node.name] * smoothing[source][:, None]
+        scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0
+        prefix = node.name.replace("/", "_")
+        added += [numpy_helper.from_array(np.round(weight / scale).astype(np.int8), f"{prefix}_wq"),
+                  numpy_helper.from_array(scale.astype(np.float32), f"{prefix}_ws"),
+                  numpy_helper.from_array(np.array([weight.shape[1]], np.int64), f"{prefix}_n")]
+        if source not in quantized_inputs:
+            q = quantized_inputs[source] = source.replace("/", "_") + "_q"
+            added += [numpy_helper.from_array(np.array([-1, weight.shape[0]], np.int64), f"{q}_rows"),
+                      numpy_helper.from_array((1.0 / smoothing[source]).astype(np.float32), f"{q}_smooth")]
+            nodes += _per_token_quantize(source, q)
+        nodes += _integer_matmul(quantized_inputs[source], prefix, node.output[0])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + added)
+    onnx.save(model, str(int8))
+
+
+def _smoothing(linear: dict[str, Any], weights: dict[str, np.ndarray],
+               input_ranges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per input tensor: s_j = max|x_j|^a / max|w_j|^(1-a); x_j / s_j is quantized, and row j of W is scaled by s_j.
+
+    A graph MatMul is named after its torch Linear: '/model/encoder/layer.0/attention/self/query/MatMul'.
+    """
+    ranges: dict[str, np.ndarray] = {}
+    weight_rows: dict[str, np.ndarray] = {}
+    for name, node in linear.items():
+        module = name.strip("/").replace("/", ".").removesuffix(".MatMul")
+        if module not in input_ranges:
+            raise RuntimeError(f"int8 export: no torch layer matches the graph node {name}")
+        source = node.input[0]
+        ranges[source] = input_ranges[module]
+        rows = np.abs(weights[name]).max(axis=1)
+        weight_rows[source] = np.maximum(weight_rows[source], rows) if source in weight_rows else rows
+    return {source: (np.maximum(ranges[source], 1e-5) ** SMOOTHING_ALPHA
+                     / np.maximum(weight_rows[source], 1e-5) ** (1 - SMOOTHING_ALPHA))
+            for source in ranges}
+
+
+def _per_token_quantize(x: str, q: str) -> list[Any]:
+    """x [..., K] float -> q_x8 [rows, K] uint8 (zero point 128), q_s [rows, 1]: per row, scale = max|x / s| / 127."""
+    from onnx import TensorProto
+    from onnx.helper import make_node
+    return [
+        make_node("Shape", [x], [f"{q}_shape"]),
+        make_node("Slice", [f"{q}_shape", "q_leading_start", "q_leading_end"], [f"{q}_leading"]),
+        make_node("Reshape", [x, f"{q}_rows"], [f"{q}_flat"]),
+        make_node("Mul", [f"{q}_flat", f"{q}_smooth"], [f"{q}_x"]),
+        make_node("Abs", [f"{q}_x"], [f"{q}_abs"]),
+        make_node("ReduceMax", [f"{q}_abs"], [f"{q}_max"], axes=[1], keepdims=1),
+        make_node("Max", [f"{q}_max", "q_eps"], [f"{q}_range"]),
+        make_node("Div", [f"{q}_range", "q_127"], [f"{q}_s"]),
+        make_node("Div", [f"{q}_x", f"{q}_s"], [f"{q}_scaled"]),
+        make_node("Round", [f"{q}_scaled"], [f"{q}_rounded"]),
+        make_node("Add", [f"{q}_rounded", "q_128"], [f"{q}_shifted"]),  # uint8 x int8 is the fast kernel
+        make_node("Cast", [f"{q}_shifted"], [f"{q}_x8"], to=TensorProto.UINT8),
+    ]
+
+
+def _integer_matmul(q: str, prefix: str, out: str) -> list[Any]:
+    """int32 product of the quantized rows and weights, scaled back per token and channel, original shape."""
+    from onnx import TensorProto
+    from onnx.helper import make_node
+    return [
+        make_node("MatMulInteger", [f"{q}_x8", f"{prefix}_wq", "q_zero_point"], [f"{prefix}_int"]),
+        make_node("Cast", [f"{prefix}_int"], [f"{prefix}_float"], to=TensorProto.FLOAT),
+        make_node("Mul", [f"{prefix}_float", f"{prefix}_ws"], [f"{prefix}_channels"]),
+        make_node("Mul", [f"{prefix}_channels", f"{q}_s"], [f"{prefix}_rows_scaled"]),
+        make_node("Concat", [f"{q}_leading", f"{prefix}_n"], [f"{prefix}_shape"], axis=0),
+        make_node("Reshape", [f"{prefix}_rows_scaled", f"{prefix}_shape"], [out]),
+    ]
 
 
 def _path(cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Path:
@@ -67,7 +197,8 @@ def cached_model(cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Pat
     return path if path.exists() else None
 
 
-def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Path:
+def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8: bool,
+                 calibration: list[str]) -> Path:
     """Export the loaded (merged) torch encoder to the cache, quantized when int8; returns the file."""
     fp32, wanted = _path(cache_dir, key, False), _path(cache_dir, key, int8)
     fp32.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +209,7 @@ def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8
         partial.rename(fp32)
     if int8:
         partial = _partial(wanted)
-        _quantize(fp32, partial)
+        _quantize(encoder, fp32, partial, calibration)
         partial.rename(wanted)
     return wanted
 

@@ -26,6 +26,7 @@ from models import datasets, metrics
 from models.encoder import TextEncoder, resolve_encoder
 from models.encoder_build import RESULT_SHA256
 from models.lora import add_adapters, adapter_state
+from models.onnx_runtime import save_calibration_texts
 from models.understanding import ARTIFACTS_DIR, Head, load_heads, save_artifacts
 
 log = logging.getLogger("triage.train")
@@ -225,6 +226,7 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, seed: int =
                                   "chosen_by": "5-fold cross-validation on the train split", "chosen": best,
                                   "grid": grid}
     save_artifacts(artifacts, spec, load_file(str(artifacts / "adapters.safetensors")), heads)
+    save_calibration_texts(artifacts, train.texts)
     return best
 
 

@@ -83,13 +83,17 @@ class TextUnderstanding:
         spec = json.loads(spec_bytes)
         if runtime not in ("torch", "onnxruntime"):
             raise ValueError(f"unknown models.runtime {runtime!r}: use torch or onnxruntime")
+        if int8 and runtime != "onnxruntime":
+            raise ValueError("int8 runs on ONNX Runtime only: pass runtime='onnxruntime'")
         encoder_name = encoder or spec["encoder"]
         adapters = artifacts / "adapters.safetensors"
         merged = adapters.exists() and encoder is None  # adapters only fit the encoder they were trained on
         exported = None
         if runtime == "onnxruntime":
             from models import onnx_runtime
-            key = onnx_runtime.cache_key([encoder_name.encode(), spec_bytes, adapters.read_bytes() if merged else b""])
+            calibration = onnx_runtime.calibration_texts(artifacts) if int8 else []
+            key = onnx_runtime.cache_key([encoder_name.encode(), spec_bytes, adapters.read_bytes() if merged else b"",
+                                          onnx_runtime.calibration_file_bytes(artifacts)])
             exported = onnx_runtime.cached_model(cache_dir, key, int8)
         text_encoder = TextEncoder(resolve_encoder(encoder_name, cache_dir), spec["max_tokens"], spec["prefix"],
                                    load_weights=exported is None).eval()
@@ -97,10 +101,8 @@ class TextUnderstanding:
             state = {k: v.float() for k, v in load_file(str(adapters)).items()}
             merge_adapters(text_encoder.model, state, spec["adapter"]["alpha"] / spec["adapter"]["rank"])
         if runtime == "onnxruntime":
-            path = exported or onnx_runtime.export_model(text_encoder, cache_dir, key, int8)
+            path = exported or onnx_runtime.export_model(text_encoder, cache_dir, key, int8, calibration)
             text_encoder.use_onnxruntime(onnx_runtime.session(path, threads))
-        elif int8:
-            text_encoder.quantize_int8()
         topics = TopicMatcher.from_file(topics_file, text_encoder) if topics_file else None
         version = spec["version"] + ("+int8" if int8 else "") + ("+ort" if runtime == "onnxruntime" else "")
         task_models: dict[str, Any] = {}

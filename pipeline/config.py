@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 # Short, documented names for the settings people change most; any other key can be set as
 # TRIAGE_<SECTION>__<KEY> (e.g. TRIAGE_ELASTICSEARCH__BULK_SIZE=1000).
@@ -109,6 +109,12 @@ class ModelSettings(_Section):
     topics_file: Optional[str] = None
     sentiment_model: Optional[str] = None
     intent_model: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _int8_runs_on_onnxruntime(self) -> "ModelSettings":
+        if self.int8 and self.runtime != "onnxruntime":
+            raise ValueError("int8: true needs runtime: onnxruntime (the int8 encoder is an ONNX Runtime graph)")
+        return self
 
 
 class RoutingSettings(_Section):

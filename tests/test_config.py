@@ -52,3 +52,8 @@ def test_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_text("kafka: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(broken, environ={})
+
+
+def test_int8_on_the_torch_runtime_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="models.*int8: true needs runtime: onnxruntime"):
+        load_settings(environ={"TRIAGE_MODELS__INT8": "true", "TRIAGE_MODELS__RUNTIME": "torch"})

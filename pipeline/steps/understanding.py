@@ -10,10 +10,14 @@ from pipeline.steps.base import EnrichmentStep, Post
 
 
 def load_understanding(cfg: ModelSettings, int8: bool | None = None) -> TextUnderstanding:
-    """The models as configured (`int8` overrides models.int8, e.g. for `triage eval --precision`)."""
+    """The models as configured (`int8` overrides models.int8, e.g. for `triage eval --precision`).
+
+    int8 always runs on ONNX Runtime, so an override to int8 also picks that runtime.
+    """
+    int8 = cfg.int8 if int8 is None else int8
     return TextUnderstanding.load(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.cache_dir,
-                                  encoder=cfg.encoder, threads=cfg.threads, int8=cfg.int8 if int8 is None else int8,
-                                  runtime=cfg.runtime, topics_file=cfg.topics_file,
+                                  encoder=cfg.encoder, threads=cfg.threads, int8=int8,
+                                  runtime="onnxruntime" if int8 else cfg.runtime, topics_file=cfg.topics_file,
                                   sentiment_model=cfg.sentiment_model, intent_model=cfg.intent_model)
 
 
