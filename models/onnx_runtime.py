@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SMOOTHING_ALPHA = 0.5  # share of an input channel's range moved into the weights; chosen on validation data
 CALIBRATION_FILE = "int8-calibration.txt"  # in the artifacts folder: texts that measure each channel's range
 CALIBRATION_TEXTS = 256
-EXPORT_FORMAT = "3"  # bump when the export or quantization recipe changes: old cache entries are ignored
+EXPORT_FORMAT = "4"  # bump when the export or quantization recipe changes: old cache entries are ignored
 
 
 def cache_key(parts: list[bytes]) -> str:
@@ -102,8 +102,9 @@ def _quantize(encoder: Any, fp32: Path, int8: Path, calibration: list[str]) -> N
                for name, node in linear.items()}
     smoothing = _smoothing(linear, weights, input_ranges)
     added = [numpy_helper.from_array(np.asarray(value, dtype), name) for name, value, dtype in (
-        ("q_eps", 1e-8, np.float32), ("q_127", 127.0, np.float32), ("q_128", 128.0, np.float32),
-        ("q_zero_point", 128, np.uint8), ("q_leading_start", [0], np.int64), ("q_leading_end", [-1], np.int64))]
+        ("q_eps", 1e-8, np.float32), ("q_127", 127.0, np.float32), ("q_one", 1.0, np.float32),
+        ("q_zero_point", 128, np.uint8), ("q_flat", [-1], np.int64), ("q_leading_start", [0], np.int64),
+        ("q_leading_end", [-1], np.int64))]
     quantized_inputs: dict[str, str] = {}  # query, key and value read one input: quantize it once
     nodes = []
     for node in graph.node:
@@ -129,6 +130,7 @@ def _quantize(encoder: Any, fp32: Path, int8: Path, calibration: list[str]) -> N
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
+    model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))  # MatMulIntegerToFloat
     onnx.save(model, str(int8))
 
 
@@ -156,7 +158,7 @@ def _smoothing(linear: dict[str, Any], weights: dict[str, np.ndarray],
 def _per_token_quantize(x: str, q: str) -> list[Any]:
     """x [..., K] float -> q_x8 [rows, K] uint8 (zero point 128), q_s [rows, 1]: per row, scale = max|x / s| / 127."""
     from onnx import TensorProto
-    from onnx.helper import make_node
+    from onnx.helper import make_node, make_tensor
     return [
         make_node("Shape", [x], [f"{q}_shape"]),
         make_node("Slice", [f"{q}_shape", "q_leading_start", "q_leading_end"], [f"{q}_leading"]),
@@ -166,21 +168,20 @@ def _per_token_quantize(x: str, q: str) -> list[Any]:
         make_node("ReduceMax", [f"{q}_abs"], [f"{q}_max"], axes=[1], keepdims=1),
         make_node("Max", [f"{q}_max", "q_eps"], [f"{q}_range"]),
         make_node("Div", [f"{q}_range", "q_127"], [f"{q}_s"]),
-        make_node("Div", [f"{q}_x", f"{q}_s"], [f"{q}_scaled"]),
-        make_node("Round", [f"{q}_scaled"], [f"{q}_rounded"]),
-        make_node("Add", [f"{q}_rounded", "q_128"], [f"{q}_shifted"]),  # uint8 x int8 is the fast kernel
-        make_node("Cast", [f"{q}_shifted"], [f"{q}_x8"], to=TensorProto.UINT8),
+        make_node("Reshape", [f"{q}_s", "q_flat"], [f"{q}_row_scales"]),
+        make_node("Shape", [f"{q}_row_scales"], [f"{q}_row_count"]),
+        make_node("ConstantOfShape", [f"{q}_row_count"], [f"{q}_row_zero_points"],
+                  value=make_tensor("zero_point", TensorProto.UINT8, [1], [128])),  # uint8 x int8: the fast kernel
+        make_node("QuantizeLinear", [f"{q}_x", f"{q}_row_scales", f"{q}_row_zero_points"], [f"{q}_x8"], axis=0),
     ]
 
 
 def _integer_matmul(q: str, prefix: str, out: str) -> list[Any]:
-    """int32 product of the quantized rows and weights, scaled back per token and channel, original shape."""
-    from onnx import TensorProto
+    """Integer product scaled back per weight channel (one fused kernel), then per token; original shape."""
     from onnx.helper import make_node
     return [
-        make_node("MatMulInteger", [f"{q}_x8", f"{prefix}_wq", "q_zero_point"], [f"{prefix}_int"]),
-        make_node("Cast", [f"{prefix}_int"], [f"{prefix}_float"], to=TensorProto.FLOAT),
-        make_node("Mul", [f"{prefix}_float", f"{prefix}_ws"], [f"{prefix}_channels"]),
+        make_node("MatMulIntegerToFloat", [f"{q}_x8", f"{prefix}_wq", "q_one", f"{prefix}_ws", "q_zero_point"],
+                  [f"{prefix}_channels"], domain="com.microsoft"),
         make_node("Mul", [f"{prefix}_channels", f"{q}_s"], [f"{prefix}_rows_scaled"]),
         make_node("Concat", [f"{q}_leading", f"{prefix}_n"], [f"{prefix}_shape"], axis=0),
         make_node("Reshape", [f"{prefix}_rows_scaled", f"{prefix}_shape"], [out]),
