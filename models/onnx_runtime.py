@@ -66,6 +66,7 @@ def calibration_file_bytes(artifacts: Path) -> bytes:
 
 
 def calibration_texts(artifacts: Path) -> list[str]:
+    """The texts the int8 export measures channel ranges on; int8 cannot be built without them."""
     path = artifacts / CALIBRATION_FILE
     if not path.exists():
         raise FileNotFoundError(f"int8 needs {path} (written by `make train`); set models.int8: false without it")

@@ -136,6 +136,7 @@ class StreamSettings(_Section):
     max_poll_records: int = Field(ge=1, le=10_000)
     allowed_lateness_s: float = Field(ge=0)
     max_outage_s: float = Field(ge=0)
+    max_poll_interval_s: float = Field(ge=5)
     metrics_port: int = Field(ge=0, le=65535)
 
 

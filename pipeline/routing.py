@@ -71,6 +71,7 @@ class Queue(_Strict):
 
 class Conditions(_Strict):
     intent: Optional[list[str]] = None
+    min_intent_score: Optional[float] = Field(default=None, ge=0, le=1)
     sentiment: Optional[list[str]] = None
     min_sentiment_score: Optional[float] = Field(default=None, ge=0, le=1)
     topic: Optional[list[Optional[str]]] = None
@@ -281,10 +282,12 @@ def _in_hours(local: datetime, spec: str) -> bool:
 def matches(when: Conditions, post: dict[str, Any], local: datetime) -> bool:
     """True when every condition of `when` holds for the post (posted at local time `local`)."""
     sentiment = post.get("sentiment") or {}
+    intent = post.get("intent") or {}
     pii = post.get("pii") or {}
     followers = (post.get("author") or {}).get("followers")
     checks = [
         when.intent is None or _label(post, "intent") in when.intent,
+        when.min_intent_score is None or intent.get("score", 0.0) >= when.min_intent_score,
         when.sentiment is None or sentiment.get("label") in when.sentiment,
         when.min_sentiment_score is None or sentiment.get("score", 0.0) >= when.min_sentiment_score,
         when.topic is None or _label(post, "topic") in when.topic,

@@ -144,9 +144,7 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
     """The streaming graph. Kept fused (no Flatten, GroupByKey or windowing): see the module docstring."""
     cfg = settings.stream
     records = (pipeline | "Start" >> beam.Create([None])
-               | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id,
-                                                            cfg.poll_timeout_ms, cfg.max_poll_records,
-                                                            cfg.allowed_lateness_s)))
+               | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id, cfg)))
     enriched = records | "Enrich" >> EnrichPosts(settings)
     enriched["enriched"] | "IndexAndPublish" >> beam.ParDo(IndexAndPublish(settings))
     for i, letters in enumerate(enriched["dead_letters"]):

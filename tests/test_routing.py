@@ -18,10 +18,10 @@ MONDAY_10 = "2026-11-23T09:00:00Z"
 
 def post(text: str = "Hallo", intent: str = "other", sentiment: str = "neutral", score: float = 0.6,
          topic: str | None = None, pii: list[str] | None = None, language: str = "de", followers: int | None = None,
-         created_at: str = MONDAY_10) -> dict[str, Any]:
+         created_at: str = MONDAY_10, intent_score: float = 0.9) -> dict[str, Any]:
     return {"id": "t:1", "source": "twitter", "text": text, "created_at": created_at,
             "author": {"followers": followers}, "language": {"code": language, "score": 0.99},
-            "sentiment": {"label": sentiment, "score": score}, "intent": {"label": intent, "score": 0.9},
+            "sentiment": {"label": sentiment, "score": score}, "intent": {"label": intent, "score": intent_score},
             "topic": {"label": topic, "score": 0.9 if topic else 0.5},
             "pii": {"found": bool(pii), "types": pii or [], "spans": []}}
 
@@ -30,6 +30,12 @@ def test_spam_goes_to_the_spam_queue_without_deadline_and_stops_evaluation() -> 
     d = decide(RULES, post("Gewinnspiel! Jetzt kündigen und gewinnen", intent="spam"))
     assert (d.queue, d.priority, d.due_at) == ("spam", "P4", None)
     assert d.reasons == ["Spam oder Werbung"]  # the cancellation keyword rule never ran
+
+
+def test_an_unsure_spam_label_does_not_hide_a_post_with_bank_details() -> None:
+    d = decide(RULES, post("Meine IBAN ist ..., bitte überweist mir das Geld zurück!", intent="spam",
+                           intent_score=0.46, pii=["iban"]))
+    assert d.queue != "spam" and d.priority == "P1" and d.due_at is not None
 
 
 def test_cancellation_threat_is_retention_p1_private_with_the_queue_sla() -> None:

@@ -32,7 +32,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pipeline import observability
 from pipeline.clients import kafka_options
-from pipeline.config import KafkaSettings
+from pipeline.config import KafkaSettings, StreamSettings
 from pipeline.records import RawRecord
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,16 @@ def _post_time(value: Optional[bytes], fallback_ms: int) -> float:
 class ReadKafkaStream(beam.DoFn):
     """Element: None (one per worker). Output: timestamped RawRecords from the assigned partitions."""
 
-    def __init__(self, cfg: KafkaSettings, topics: list[str], group_id: str, poll_timeout_ms: int,
-                 max_records: int, lateness_s: float) -> None:
+    def __init__(self, cfg: KafkaSettings, topics: list[str], group_id: str, stream: StreamSettings) -> None:
         self.cfg, self.topics, self.group_id = cfg, topics, group_id
-        self.poll_timeout_ms, self.max_records, self.lateness_s = poll_timeout_ms, max_records, lateness_s
+        self.poll_timeout_ms, self.max_records = stream.poll_timeout_ms, stream.max_poll_records
+        self.lateness_s, self.max_poll_interval_s = stream.allowed_lateness_s, stream.max_poll_interval_s
 
     def setup(self) -> None:
         self._consumer = KafkaConsumer(
             *self.topics, **kafka_options(self.cfg), group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self.max_records, session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000)
+            heartbeat_interval_ms=3_000, max_poll_interval_ms=int(self.max_poll_interval_s * 1000))
         self._lag_checked = 0.0
         self._watermark = Timestamp.of(0)
 
@@ -126,7 +126,9 @@ class ReadKafkaStream(beam.DoFn):
 
     def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})
+            # Bounded: without a timeout kafka-python retries a commit for as long as the coordinator is away.
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()},
+                                  timeout_ms=int(self.cfg.request_timeout_s * 1000))
             observability.COMMITS.labels("ok").inc()
         except KafkaError as exc:  # e.g. a rebalance moved the partition: the new owner re-reads, ids dedupe
             observability.COMMITS.labels("failed").inc()
