@@ -65,7 +65,7 @@ def calibration_file_bytes(artifacts: Path) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-def calibration_texts(artifacts: Path) -> list[str]:
+def _calibration_texts(artifacts: Path) -> list[str]:
     """The texts the int8 export measures channel ranges on; int8 cannot be built without them."""
     path = artifacts / CALIBRATION_FILE
     if not path.exists():
@@ -202,9 +202,11 @@ def cached_model(cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Pat
     return path if path.exists() else None
 
 
-def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8: bool,
-                 calibration: list[str]) -> Path:
-    """Export the loaded (merged) torch encoder to the cache, quantized when int8; returns the file."""
+def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8: bool, artifacts: Path) -> Path:
+    """Export the loaded (merged) torch encoder to the cache, quantized when int8; returns the file.
+
+    int8 reads its calibration texts from `artifacts` here, so a start with a cached export never reads them.
+    """
     fp32, wanted = _path(cache_dir, key, False), _path(cache_dir, key, int8)
     fp32.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting the encoder to ONNX (once)", extra={"fields": {"into": str(wanted)}})
@@ -214,7 +216,7 @@ def export_model(encoder: Any, cache_dir: str | os.PathLike[str], key: str, int8
         partial.rename(fp32)
     if int8:
         partial = _partial(wanted)
-        _quantize(encoder, fp32, partial, calibration)
+        _quantize(encoder, fp32, partial, _calibration_texts(artifacts))
         partial.rename(wanted)
     return wanted
 

@@ -91,7 +91,6 @@ class TextUnderstanding:
         exported = None
         if runtime == "onnxruntime":
             from models import onnx_runtime
-            calibration = onnx_runtime.calibration_texts(artifacts) if int8 else []
             key = onnx_runtime.cache_key([encoder_name.encode(), spec_bytes, adapters.read_bytes() if merged else b"",
                                           onnx_runtime.calibration_file_bytes(artifacts)])
             exported = onnx_runtime.cached_model(cache_dir, key, int8)
@@ -101,7 +100,7 @@ class TextUnderstanding:
             state = {k: v.float() for k, v in load_file(str(adapters)).items()}
             merge_adapters(text_encoder.model, state, spec["adapter"]["alpha"] / spec["adapter"]["rank"])
         if runtime == "onnxruntime":
-            path = exported or onnx_runtime.export_model(text_encoder, cache_dir, key, int8, calibration)
+            path = exported or onnx_runtime.export_model(text_encoder, cache_dir, key, int8, artifacts)
             text_encoder.use_onnxruntime(onnx_runtime.session(path, threads))
         topics = TopicMatcher.from_file(topics_file, text_encoder) if topics_file else None
         version = spec["version"] + ("+int8" if int8 else "") + ("+ort" if runtime == "onnxruntime" else "")
