@@ -35,7 +35,9 @@ ADAPTER = {"rank": 16, "alpha": 32, "dropout": 0.1,
            "targets": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]}
 TASK_LABELS = {"sentiment": datasets.SENTIMENT_LABELS, "relevance": datasets.RELEVANCE_LABELS,
                "intent": datasets.INTENT_LABELS}
-INTENT_OVERSAMPLING = 2  # the intent set is ~1/9 the size of the sentiment data
+# Sets seen twice per epoch: the intent set is ~1/9 of the data, and SB-10k (UMSAB German) is the only German
+# tweet sentiment set; without it doubled, German sentiment is dominated by GermEval's rail-domain texts.
+OVERSAMPLING = {"intents": 2, "umsab-de-train": 2}
 INTENT_VALIDATION_EVERY = 10  # every 10th intent train text is held out to choose the epoch
 
 
@@ -52,6 +54,7 @@ def _intent_split(intents_dir: Path) -> tuple[datasets.LabelledSet, datasets.Lab
 def _examples(data_dir: str, intents_dir: Path) -> list[tuple[str, dict[str, str]]]:
     """(text, {task: label}) pairs; GermEval texts carry both a sentiment and a relevance label."""
     merged: dict[str, dict[str, str]] = defaultdict(dict)
+    copies: dict[str, int] = defaultdict(lambda: 1)
     order: list[str] = []
     for labelled in datasets.training_sets(data_dir):
         for text, label in zip(labelled.texts, labelled.labels):
@@ -59,9 +62,11 @@ def _examples(data_dir: str, intents_dir: Path) -> list[tuple[str, dict[str, str
             if key not in merged:
                 order.append(key)
             merged[key][labelled.task] = label
-    examples = [(key.split("\x00", 1)[1], merged[key]) for key in order]
+            copies[key] = max(copies[key], OVERSAMPLING.get(labelled.name, 1))
+    examples = [(key.split("\x00", 1)[1], merged[key]) for key in order for _ in range(copies[key])]
     intent_fit, _ = _intent_split(intents_dir)
-    examples += [(text, {"intent": label}) for text, label in zip(intent_fit.texts, intent_fit.labels)] * INTENT_OVERSAMPLING
+    examples += [(text, {"intent": label})
+                 for text, label in zip(intent_fit.texts, intent_fit.labels)] * OVERSAMPLING["intents"]
     return examples
 
 
@@ -154,8 +159,9 @@ def _spec(encoder: TextEncoder, data_dir: str, examples: list, epochs: int, chos
         "version": f"mE5s-lora{ADAPTER['rank']}-{datetime.now(timezone.utc):%Y%m%d}",
         "encoder": ENCODER, "encoder_sha256": RESULT_SHA256, "max_tokens": 128, "prefix": encoder.prefix,
         "adapter": {k: ADAPTER[k] for k in ("rank", "alpha", "targets")},
-        "training": {"data": [s.name for s in datasets.training_sets(data_dir)] + [
-                         f"data/intents/train.jsonl (9 of every 10 texts, x{INTENT_OVERSAMPLING})"],
+        "training": {"data": [s.name + (f" (x{OVERSAMPLING[s.name]})" if s.name in OVERSAMPLING else "")
+                              for s in datasets.training_sets(data_dir)] + [
+                         f"data/intents/train.jsonl (9 of every 10 texts, x{OVERSAMPLING['intents']})"],
                      "examples": len(examples),
                      "epochs": epochs, "chosen_epoch": chosen_epoch, "batch_size": batch_size,
                      "train_max_tokens": max_tokens, "lr": lr, "seed": seed,
