@@ -153,19 +153,20 @@ def _int8_word_embeddings(nodes: list[Any], initializers: dict[str, Any]) -> tup
             rewritten.append(node)
             continue
         codes, scales = _block_int8(numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32))
-        tables += [numpy_helper.from_array(codes, "word_embeddings_q"),
-                   numpy_helper.from_array(scales, "word_embeddings_scale"),
-                   numpy_helper.from_array(np.array([0, 0, scales.shape[1], -1], np.int64), "word_embeddings_blocks"),
-                   numpy_helper.from_array(np.array([0, 0, -1], np.int64), "word_embeddings_flat")]
+        e = "word_embeddings"
+        tables += [numpy_helper.from_array(codes, f"{e}_q"), numpy_helper.from_array(scales, f"{e}_scale"),
+                   numpy_helper.from_array(np.array([0, 0, scales.shape[1], -1], np.int64), f"{e}_blocks"),
+                   numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"{e}_flat"),
+                   numpy_helper.from_array(np.array([-1], np.int64), f"{e}_last_axis")]
         ids = node.input[1]
         rewritten += [
-            make_node("Gather", ["word_embeddings_q", ids], ["word_embeddings_rows_q"]),
-            make_node("Cast", ["word_embeddings_rows_q"], ["word_embeddings_rows"], to=TensorProto.FLOAT),
-            make_node("Reshape", ["word_embeddings_rows", "word_embeddings_blocks"], ["word_embeddings_row_blocks"]),
-            make_node("Gather", ["word_embeddings_scale", ids], ["word_embeddings_row_scales"]),
-            make_node("Unsqueeze", ["word_embeddings_row_scales", "q_leading_end"], ["word_embeddings_block_scales"]),
-            make_node("Mul", ["word_embeddings_row_blocks", "word_embeddings_block_scales"], ["word_embeddings_scaled"]),
-            make_node("Reshape", ["word_embeddings_scaled", "word_embeddings_flat"], [node.output[0]])]
+            make_node("Gather", [f"{e}_q", ids], [f"{e}_rows_q"]),
+            make_node("Cast", [f"{e}_rows_q"], [f"{e}_rows"], to=TensorProto.FLOAT),
+            make_node("Reshape", [f"{e}_rows", f"{e}_blocks"], [f"{e}_row_blocks"]),
+            make_node("Gather", [f"{e}_scale", ids], [f"{e}_row_scales"]),
+            make_node("Unsqueeze", [f"{e}_row_scales", f"{e}_last_axis"], [f"{e}_block_scales"]),
+            make_node("Mul", [f"{e}_row_blocks", f"{e}_block_scales"], [f"{e}_scaled"]),
+            make_node("Reshape", [f"{e}_scaled", f"{e}_flat"], [node.output[0]])]
     return rewritten, tables
 
 
@@ -179,8 +180,9 @@ def _block_int8(table: np.ndarray, block: int = 32) -> tuple[np.ndarray, np.ndar
     block = block if table.shape[1] % block == 0 else table.shape[1]
     codes = np.empty(table.shape, np.int8)
     scales = np.empty((table.shape[0], table.shape[1] // block), np.float32)
-    for start in range(0, table.shape[0], 8192):  # in slices: the first start's memory peak stays low
-        blocks = table[start:start + 8192].reshape(-1, scales.shape[1], block)
+    rows = 8192  # converted in slices: the first start's memory peak stays low
+    for start in range(0, table.shape[0], rows):
+        blocks = table[start:start + rows].reshape(-1, scales.shape[1], block)
         largest = np.maximum(np.abs(blocks).max(axis=2, keepdims=True), 1e-12)
         chosen = largest / 127.0
         for steps in range(1, 9):  # 4-bit codes: the largest value is 1 to 8 steps of its block's fp16 scale
@@ -188,8 +190,8 @@ def _block_int8(table: np.ndarray, block: int = 32) -> tuple[np.ndarray, np.ndar
             with np.errstate(divide="ignore", invalid="ignore"):  # a scale below fp16's range is 0: not exact
                 exact = (np.round(blocks / scale) * scale == blocks).all(axis=2, keepdims=True)
             chosen = np.where(exact, scale, chosen)
-        codes[start:start + 8192] = np.round(blocks / chosen).reshape(-1, table.shape[1])
-        scales[start:start + 8192] = chosen[..., 0]
+        codes[start:start + rows] = np.round(blocks / chosen).reshape(-1, table.shape[1])
+        scales[start:start + rows] = chosen[..., 0]
     return codes, scales
 
 
