@@ -62,12 +62,25 @@ class TextEncoder(torch.nn.Module):
 
     @torch.no_grad()  # not inference_mode: the vectors may train a head (models/train.py)
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """Mean-pooled vectors for texts, in input order, batched by similar length."""
-        lengths = [len(self.tokenizer.tokenize(self.prefix + t)[: self.max_tokens]) for t in texts]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        """Mean-pooled vectors for texts, in input order, batched by similar length.
+
+        Each text is tokenized once, already truncated (a 3,000-token news text costs no more than a
+        128-token one), and padded only to the longest text of its batch.
+        """
+        rows = self.tokenizer([self.prefix + t for t in texts], truncation=True, max_length=self.max_tokens)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(rows[i]))
         out = torch.empty(len(texts), self.dim)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx])
-            out[idx] = self.vectors(batch)
+            out[idx] = self.vectors(self._padded([rows[i] for i in idx]))
         return out
+
+    def _padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Right-padded ids and attention mask, as the tokenizer's own padding=True gives them."""
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[r, :len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -35,10 +35,14 @@ CALIBRATION_TEXTS = 256
 EXPORT_FORMAT = "5"  # bump when the export or quantization recipe changes: old cache entries are ignored
 
 
-def cache_key(parts: list[bytes]) -> str:
-    """A short hash of the encoder name, the adapter and spec files, the precision and the export recipe."""
+def export_key(encoder_name: str, artifacts: Path, merged: bool) -> str:
+    """A short hash of everything that determines the exported weights: the encoder name, the spec, the
+    adapters (when merged), the int8 calibration texts and the export recipe. Both precisions share it."""
     digest = hashlib.sha256(EXPORT_FORMAT.encode())
-    for part in parts:
+    adapters = artifacts / "adapters.safetensors"
+    calibration = artifacts / CALIBRATION_FILE
+    for part in (encoder_name.encode(), (artifacts / "model.json").read_bytes(),
+                 adapters.read_bytes() if merged else b"", calibration.read_bytes() if calibration.exists() else b""):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
 
@@ -60,12 +64,6 @@ def save_calibration_texts(artifacts: Path, texts: list[str]) -> None:
     step = max(1, len(texts) // CALIBRATION_TEXTS)
     sample = [" ".join(text.split()) for text in texts[::step][:CALIBRATION_TEXTS]]
     (artifacts / CALIBRATION_FILE).write_text("\n".join(sample) + "\n", encoding="utf-8")
-
-
-def calibration_file_bytes(artifacts: Path) -> bytes:
-    """Part of the cache key: the fp32 export that int8 starts from is shared by both precisions."""
-    path = artifacts / CALIBRATION_FILE
-    return path.read_bytes() if path.exists() else b""
 
 
 def _calibration_texts(artifacts: Path) -> list[str]:
@@ -249,8 +247,40 @@ def _integer_matmul(q: str, prefix: str, out: str) -> list[Any]:
     ]
 
 
+def _folder(cache_dir: str | os.PathLike[str]) -> Path:
+    return Path(cache_dir).expanduser() / "onnx"
+
+
 def _path(cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Path:
-    return Path(cache_dir).expanduser() / "onnx" / f"encoder-{key}-{'int8' if int8 else 'fp32'}.onnx"
+    return _folder(cache_dir) / f"encoder-{key}-{'int8' if int8 else 'fp32'}.onnx"
+
+
+def stale_exports(cache_dir: str | os.PathLike[str], key: str) -> list[Path]:
+    """Exports of other model versions (about 600 MB each) and partial files of processes that died mid-export.
+
+    They are never removed at start: workers of two model versions may share a cache during an upgrade.
+    `triage prune-cache` removes them.
+    """
+    folder = _folder(cache_dir)
+    stale = []
+    for path in sorted(folder.glob("encoder-*.onnx*")) if folder.is_dir() else []:
+        if path.name.endswith(".partial"):
+            writer = path.name.split(".")[-2]
+            if not (writer.isdigit() and _process_alive(int(writer))):
+                stale.append(path)
+        elif not path.name.startswith(f"encoder-{key}-"):
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def cached_model(cache_dir: str | os.PathLike[str], key: str, int8: bool) -> Path | None:

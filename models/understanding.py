@@ -7,6 +7,7 @@ downloaded once and cached outside the repository.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,6 +19,7 @@ from models.encoder import TextEncoder, resolve_encoder
 from models.lora import merge_adapters
 from models.topics import TopicMatcher
 
+log = logging.getLogger(__name__)
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -60,6 +62,27 @@ def load_heads(artifacts: Path, spec: dict[str, Any]) -> dict[str, Head]:
     return heads
 
 
+def _encoder_choice(artifacts: Path, spec: dict[str, Any], encoder: Optional[str]) -> tuple[str, bool]:
+    """The encoder to load, and whether the trained adapters merge into it (they fit only the one they were
+    trained on, so a configured models.encoder runs without them)."""
+    return encoder or spec["encoder"], (artifacts / "adapters.safetensors").exists() and encoder is None
+
+
+def export_key(artifacts: Path = ARTIFACTS_DIR, encoder: Optional[str] = None) -> str:
+    """The ONNX cache key these artifacts load with: `triage prune-cache` keeps only its files."""
+    from models import onnx_runtime
+    spec = json.loads((artifacts / "model.json").read_text(encoding="utf-8"))
+    encoder_name, merged = _encoder_choice(artifacts, spec, encoder)
+    return onnx_runtime.export_key(encoder_name, artifacts, merged)
+
+
+def _warn_of_stale_exports(stale: list[Path]) -> None:
+    if stale:
+        log.warning("the model cache holds exports of other model versions", extra={"fields": {
+            "files": len(stale), "mb": round(sum(path.stat().st_size for path in stale) / 2**20),
+            "remove_with": "triage prune-cache"}})
+
+
 class TextUnderstanding:
     """Analyzes batches of post texts: every head and the topic matcher read one shared vector."""
 
@@ -79,20 +102,18 @@ class TextUnderstanding:
         runtime 'onnxruntime' runs the merged encoder as a cached ONNX export (models/onnx_runtime.py).
         """
         torch.set_num_threads(threads)
-        spec_bytes = (artifacts / "model.json").read_bytes()
-        spec = json.loads(spec_bytes)
+        spec = json.loads((artifacts / "model.json").read_text(encoding="utf-8"))
         if runtime not in ("torch", "onnxruntime"):
             raise ValueError(f"unknown models.runtime {runtime!r}: use torch or onnxruntime")
         if int8 and runtime != "onnxruntime":
             raise ValueError("int8 runs on ONNX Runtime only: pass runtime='onnxruntime'")
-        encoder_name = encoder or spec["encoder"]
+        encoder_name, merged = _encoder_choice(artifacts, spec, encoder)
         adapters = artifacts / "adapters.safetensors"
-        merged = adapters.exists() and encoder is None  # adapters only fit the encoder they were trained on
         exported = None
         if runtime == "onnxruntime":
             from models import onnx_runtime
-            key = onnx_runtime.cache_key([encoder_name.encode(), spec_bytes, adapters.read_bytes() if merged else b"",
-                                          onnx_runtime.calibration_file_bytes(artifacts)])
+            key = onnx_runtime.export_key(encoder_name, artifacts, merged)
+            _warn_of_stale_exports(onnx_runtime.stale_exports(cache_dir, key))
             exported = onnx_runtime.cached_model(cache_dir, key, int8)
         text_encoder = TextEncoder(resolve_encoder(encoder_name, cache_dir), spec["max_tokens"], spec["prefix"],
                                    load_weights=exported is None).eval()

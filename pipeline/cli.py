@@ -235,6 +235,24 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
 
 
+def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from models import onnx_runtime
+    from models.understanding import ARTIFACTS_DIR, export_key
+    cfg = settings.models
+    key = export_key(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.encoder)
+    stale = onnx_runtime.stale_exports(cfg.cache_dir, key)
+    freed = 0
+    for path in stale:
+        freed += path.stat().st_size
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({path.stat().st_size / 2**20:.0f} MB)")
+        if not args.dry_run:
+            path.unlink()
+    print(f"{len(stale)} old encoder export(s), {freed / 2**20:.0f} MB{' (dry run)' if args.dry_run else ' freed'}; "
+          f"kept the current model's files (encoder-{key}-*)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML configuration file (default: $TRIAGE_CONFIG, then built-in defaults)")
@@ -353,6 +371,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--precision", choices=["fp32", "int8", "both"], help="encoder precision (default: models.int8)")
     sub.add_argument("--limit", type=int, help="only the first N texts of each public test set (quick check)")
     sub.add_argument("--json", help="also write all results to this JSON file")
+
+    sub = command("prune-cache", _prune_cache, "Remove ONNX exports of other model versions from models.cache_dir "
+                                               "(about 600 MB each); the configured model's files stay.")
+    sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
     sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
                                    "or the streaming job (fixed rates, latency percentiles).")

@@ -150,3 +150,26 @@ def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, m
     assert scores["language"] >= 0.98 and scores["pii-recall"] >= 0.95 and scores["pii-precision"] >= 0.90
     assert 0.5 < scores["intents-test"] <= 1.0
     assert "public benchmarks skipped" in out
+
+
+def test_prune_cache_removes_other_model_versions_and_dead_partials_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import os
+    from models.understanding import export_key
+    from pipeline.cli import main
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    key = export_key()
+    current = [folder / f"encoder-{key}-int8.onnx", folder / f"encoder-{key}-fp32.onnx",
+               folder / f"encoder-{key}-int8.onnx.{os.getpid()}.partial"]  # a live export in progress
+    stale = [folder / "encoder-0123456789abcdef-int8.onnx", folder / "encoder-0123456789abcdef-fp32.onnx",
+             folder / f"encoder-{key}-int8.onnx.{2**22 + 1}.partial"]  # above Linux's largest pid: a dead writer
+    for path in current + stale:
+        path.write_bytes(b"x" * 2**20)
+    monkeypatch.setenv("TRIAGE_MODELS__CACHE_DIR", str(tmp_path))
+    assert main(["prune-cache", "--dry-run"]) == 0
+    assert all(path.exists() for path in current + stale)
+    assert "3 old encoder export(s), 3 MB (dry run)" in capsys.readouterr().out
+    assert main(["prune-cache"]) == 0
+    assert [path.exists() for path in current + stale] == [True] * 3 + [False] * 3
+    assert "3 MB freed" in capsys.readouterr().out
