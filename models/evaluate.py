@@ -1,7 +1,7 @@
 """`triage eval`: every quality figure of the enrichment, each with its benchmark's published metric.
 
 Sentiment and relevance on the public test splits (read from --data), intent on the team's held-out
-test split, language and personal data on the team's annotated sets in data/eval/. Targets and the
+test split, topics, language and personal data on the team's annotated sets in data/eval/. Targets and the
 published anchors are printed beside each score so a reader can judge it at a glance.
 """
 from __future__ import annotations
@@ -26,7 +26,11 @@ REFERENCE = {
     "language": (0.98, "py3langid restricted 0.986 on 215 posts (FINDINGS)"),
     "pii-recall": (0.95, ""),
     "pii-precision": (0.90, ""),
+    "topics-telecom": (None, "team-written set; the shipped example config, no training"),
+    "topics-rail": (None, "team-written set; the shipped example config, no training"),
 }
+TOPIC_CONFIGS = ("telecom", "rail")  # the shipped examples in models/topics/, each with labelled posts in data/eval/
+NO_TOPIC = "(none)"  # the gold and predicted label of a post that no topic should claim
 
 
 @dataclass
@@ -64,8 +68,49 @@ def intent_result(understanding: Any) -> Result:
                   detail={label: round(metrics.macro_f1(test.labels, predicted, [label]), 3) for label in labels})
 
 
+def topic_results(encoder: Any, split: str = "test") -> list[Result]:
+    """Accuracy of the shipped example topic configs (builtin:telecom, builtin:rail) on the team's labelled
+    posts, including posts no topic should claim; per-topic F1 in the detail. The test split measures the
+    configs as shipped; the dev split (data/eval/topics-*-dev.jsonl) is what thresholds are chosen on."""
+    results = []
+    for company in TOPIC_CONFIGS:
+        started = time.monotonic()
+        gold, assigned = _topics(encoder, company, split)
+        predicted = [topic["label"] or NO_TOPIC for topic in assigned]
+        gold = [label or NO_TOPIC for label in gold]
+        labels = sorted(set(gold))
+        results.append(Result(f"topics-{company}{'-dev' if split == 'dev' else ''}", "accuracy",
+                              metrics.accuracy(gold, predicted), len(gold), time.monotonic() - started,
+                              detail={"macro_f1": round(metrics.macro_f1(gold, predicted, labels), 3),
+                                      **{label: round(metrics.macro_f1(gold, predicted, [label]), 3)
+                                         for label in labels}}))
+    return results
+
+
+def nearest_topic_accuracy(encoder: Any, company: str, split: str = "dev") -> float:
+    """Share of the posts that have a topic whose nearest example phrase is that topic's: topic quality
+    without the threshold, which is set per company after training (what `make train` chooses epochs by)."""
+    gold, assigned = _topics(encoder, company, split, threshold=0.0)
+    return metrics.accuracy(*zip(*[(g, a["label"]) for g, a in zip(gold, assigned) if g]))
+
+
+def _topics(encoder: Any, company: str, split: str,
+            threshold: Optional[float] = None) -> tuple[list[Optional[str]], list[dict[str, Any]]]:
+    """Gold topics and the matcher's assignments for one labelled topic set."""
+    from models.topics import TopicMatcher, read_topics
+    rows = _rows(EVAL_DIR / f"topics-{company}{'-dev' if split == 'dev' else ''}.jsonl")
+    topics, configured = read_topics(f"builtin:{company}")
+    matcher = TopicMatcher(topics, configured if threshold is None else threshold, encoder)
+    vectors = encoder.embed([row["text"] for row in rows])
+    return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors))
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def language_result(detector: Any, path: Path = EVAL_DIR / "language.jsonl") -> Result:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = _rows(path)
     predicted = [detector.detect(row["text"]).code for row in rows]
     wrong = [(row["language"], p) for row, p in zip(rows, predicted) if p != row["language"]]
     return Result("language", "accuracy", 1 - len(wrong) / len(rows), len(rows),
@@ -80,7 +125,7 @@ def _same_span(predicted: Any, gold: dict[str, Any]) -> bool:
 
 
 def pii_results(detector: Any, path: Path = EVAL_DIR / "pii.jsonl") -> list[Result]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = _rows(path)
     tp = fp = fn = 0
     missed: dict[str, int] = {}
     for row, found in zip(rows, detector.detect_many([row["text"] for row in rows])):

@@ -2,8 +2,8 @@
 
 Built from our own encoder and heads (same architecture and size, one BertForSequenceClassification
 per task), so the benchmark compares the serving strategy, not different models. Predictions differ
-from ours (these models read the first token instead of the mean of all tokens): this is a speed
-baseline only.
+from ours (these models read the pooled first token only, not the first token and the mean of all
+tokens): this is a speed baseline only.
 """
 from __future__ import annotations
 
@@ -19,20 +19,21 @@ from models.understanding import TextUnderstanding
 
 
 def build_task_models(understanding: TextUnderstanding, out: Path) -> dict[str, Path]:
-    """One HF classification folder per head: the adapted encoder weights plus that head."""
+    """One HF classification folder per head: the adapted encoder weights plus that head (rewritten every run,
+    so a retrained model is never compared with a stale copy)."""
     folders = {}
     encoder_state = understanding.encoder.model.state_dict()
     for task, head in understanding.heads.items():
         folder = out / task
-        if not (folder / "config.json").exists():
-            config = BertConfig(**{**understanding.encoder.model.config.to_dict(), "num_labels": len(head.labels),
-                                   "id2label": dict(enumerate(head.labels)),
-                                   "label2id": {label: i for i, label in enumerate(head.labels)}})
-            model = BertForSequenceClassification(config)
-            model.bert.load_state_dict(encoder_state, strict=False)
-            model.classifier.load_state_dict(head.linear.state_dict())
-            model.save_pretrained(folder)
-            understanding.encoder.tokenizer.save_pretrained(folder)
+        config = BertConfig(**{**understanding.encoder.model.config.to_dict(), "num_labels": len(head.labels),
+                               "id2label": dict(enumerate(head.labels)),
+                               "label2id": {label: i for i, label in enumerate(head.labels)}})
+        model = BertForSequenceClassification(config)
+        model.bert.load_state_dict(encoder_state, strict=False)
+        hidden = config.hidden_size  # the heads also read the mean-pooled half: this baseline keeps the first
+        model.classifier.load_state_dict({"weight": head.linear.weight[:, :hidden], "bias": head.linear.bias})
+        model.save_pretrained(folder)
+        understanding.encoder.tokenizer.save_pretrained(folder)
         folders[task] = folder
     return folders
 

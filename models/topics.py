@@ -59,7 +59,7 @@ class TopicMatcher:
                 phrases.append(phrase)
                 owners.append(topic.name)
         self._owners = owners
-        self._phrases = torch.nn.functional.normalize(encoder.embed(phrases), dim=-1)
+        self._phrases = torch.nn.functional.normalize(encoder.similarity_part(encoder.embed(phrases)), dim=-1)
 
     @classmethod
     def from_file(cls, path: str | Path, encoder: TextEncoder) -> "TopicMatcher":
@@ -67,7 +67,8 @@ class TopicMatcher:
         return cls(topics, threshold, encoder)
 
     def assign(self, vectors: torch.Tensor) -> list[dict[str, Any]]:
-        """{label, score} per vector: the nearest phrase's topic, or label None below the threshold."""
+        """{label, score} per similarity vector (`TextEncoder.similarity_part`): the nearest phrase's topic,
+        or label None below the threshold."""
         similarity = torch.nn.functional.normalize(vectors, dim=-1) @ self._phrases.T
         best_score, best = similarity.max(dim=1)
         results = []

@@ -116,7 +116,7 @@ class TextUnderstanding:
             _warn_of_stale_exports(onnx_runtime.stale_exports(cache_dir, key))
             exported = onnx_runtime.cached_model(cache_dir, key, int8)
         text_encoder = TextEncoder(resolve_encoder(encoder_name, cache_dir), spec["max_tokens"], spec["prefix"],
-                                   load_weights=exported is None).eval()
+                                   load_weights=exported is None, pooling=spec.get("pooling", "mean")).eval()
         if merged and exported is None:
             state = {k: v.float() for k, v in load_file(str(adapters)).items()}
             merge_adapters(text_encoder.model, state, spec["adapter"]["alpha"] / spec["adapter"]["rank"])
@@ -142,6 +142,6 @@ class TextUnderstanding:
         per_task.update({task: model.classify(texts) for task, model in self.task_models.items()})
         results = [{task: per_task[task][i] for task in per_task} for i in range(len(texts))]
         if self.topics:
-            for result, topic in zip(results, self.topics.assign(vectors)):
+            for result, topic in zip(results, self.topics.assign(self.encoder.similarity_part(vectors))):
                 result["topic"] = topic
         return results

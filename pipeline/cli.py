@@ -213,11 +213,11 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     precisions = ["fp32", "int8"] if args.precision == "both" else [args.precision or ("int8" if models_cfg.int8 else "fp32")]
     for precision in precisions:
         understanding = load_understanding(models_cfg, int8=precision == "int8")
-        results = [evaluate.intent_result(understanding)]
+        results = [evaluate.intent_result(understanding), *evaluate.topic_results(understanding.encoder)]
         if data:
             results += evaluate.benchmark_results(understanding, data, args.limit)
         print()
-        print(evaluate.format_results(results, f"Sentiment, relevance and intent: {understanding.version}"))
+        print(evaluate.format_results(results, f"Sentiment, relevance, intent and topics: {understanding.version}"))
         report[precision] = results
     if not data:
         print("\n(public benchmarks skipped: pass --data ../shared/data or set TRIAGE_DATA_DIR)")

@@ -42,7 +42,9 @@ def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  
     spec = json.loads((out / "model.json").read_text())
     assert set(spec["heads"]) == {"sentiment", "relevance", "intent"}
     assert spec["training"]["chosen_epoch"] == 1
-    assert {"umsab-de-val", "umsab-en-val", "intents-train-holdout"} <= set(spec["training"]["validation"][0])
+    assert {"umsab-de-val", "umsab-en-val", "intents-train-holdout", "topics-telecom-dev-nearest",
+            "topics-rail-dev-nearest"} <= set(spec["training"]["validation"][0])
+    assert spec["pooling"] == "first+mean"
     assert spec["training"]["intent"]["chosen"]["cv_macro_f1"] > 0
     assert sum(f.stat().st_size for f in out.iterdir()) < 20_000_000
     result = TextUnderstanding.load(out, settings.models.cache_dir).analyze(["Danke!"])[0]
