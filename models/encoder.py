@@ -65,8 +65,12 @@ class TextEncoder(torch.nn.Module):
         return torch.from_numpy(self._session.run(None, feeds)[0])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer([self.prefix + t for t in texts], padding=True, truncation=True,
-                              max_length=self.max_tokens, return_tensors="pt")
+        return self._padded(self._token_rows(texts))
+
+    def _token_rows(self, texts: Sequence[str]) -> list[list[int]]:
+        """Prefixed, truncated token ids per text, unpadded."""
+        prefixed = [self.prefix + t for t in texts]
+        return self.tokenizer(prefixed, truncation=True, max_length=self.max_tokens)["input_ids"]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -85,7 +89,7 @@ class TextEncoder(torch.nn.Module):
         Each text is tokenized once, already truncated (a 3,000-token news text costs no more than a
         128-token one), and padded only to the longest text of its batch.
         """
-        rows = self.tokenizer([self.prefix + t for t in texts], truncation=True, max_length=self.max_tokens)["input_ids"]
+        rows = self._token_rows(texts)
         order = sorted(range(len(texts)), key=lambda i: len(rows[i]))
         out = torch.empty(len(texts), self.dim)
         for start in range(0, len(order), batch_size):
@@ -94,7 +98,8 @@ class TextEncoder(torch.nn.Module):
         return out
 
     def _padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Right-padded ids and attention mask, as the tokenizer's own padding=True gives them."""
+        """Right-padded ids and attention mask (what the tokenizer's padding=True gives), so that a text is
+        tokenized once even when it is sorted by length before batching."""
         width = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

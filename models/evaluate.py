@@ -79,7 +79,7 @@ def topic_results(encoder: Any, split: str = "test") -> list[Result]:
         predicted = [topic["label"] or NO_TOPIC for topic in assigned]
         gold = [label or NO_TOPIC for label in gold]
         labels = sorted(set(gold))
-        results.append(Result(f"topics-{company}{'-dev' if split == 'dev' else ''}", "accuracy",
+        results.append(Result(_topic_set(company, split), "accuracy",
                               metrics.accuracy(gold, predicted), len(gold), time.monotonic() - started,
                               detail={"macro_f1": round(metrics.macro_f1(gold, predicted, labels), 3),
                                       **{label: round(metrics.macro_f1(gold, predicted, [label]), 3)
@@ -98,11 +98,16 @@ def _topics(encoder: Any, company: str, split: str,
             threshold: Optional[float] = None) -> tuple[list[Optional[str]], list[dict[str, Any]]]:
     """Gold topics and the matcher's assignments for one labelled topic set."""
     from models.topics import TopicMatcher, read_topics
-    rows = _rows(EVAL_DIR / f"topics-{company}{'-dev' if split == 'dev' else ''}.jsonl")
+    rows = _rows(EVAL_DIR / f"{_topic_set(company, split)}.jsonl")
     topics, configured = read_topics(f"builtin:{company}")
     matcher = TopicMatcher(topics, configured if threshold is None else threshold, encoder)
     vectors = encoder.embed([row["text"] for row in rows])
     return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors))
+
+
+def _topic_set(company: str, split: str) -> str:
+    """The labelled set's name, which is also its file name in data/eval/."""
+    return f"topics-{company}" + ("-dev" if split == "dev" else "")
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

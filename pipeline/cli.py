@@ -244,8 +244,9 @@ def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
     stale = onnx_runtime.stale_exports(cfg.cache_dir, key)
     freed = 0
     for path in stale:
-        freed += path.stat().st_size
-        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({path.stat().st_size / 2**20:.0f} MB)")
+        size = path.stat().st_size
+        freed += size
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({size / 2**20:.0f} MB)")
         if not args.dry_run:
             path.unlink()
     print(f"{len(stale)} old encoder export(s), {freed / 2**20:.0f} MB{' (dry run)' if args.dry_run else ' freed'}; "
