@@ -99,8 +99,7 @@ def _topics(encoder: Any, company: str, split: str,
     """Gold topics and the matcher's assignments for one labelled topic set."""
     from models.topics import TopicMatcher, read_topics
     rows = _rows(EVAL_DIR / f"{_topic_set(company, split)}.jsonl")
-    topics, configured = read_topics(f"builtin:{company}")
-    matcher = TopicMatcher(topics, configured if threshold is None else threshold, encoder)
+    matcher = TopicMatcher(read_topics(f"builtin:{company}"), encoder, threshold)
     vectors = encoder.embed([row["text"] for row in rows])
     return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors))
 

@@ -2,7 +2,9 @@
 
 Each topic in the YAML file has a name, a description and example phrases. A post gets the topic
 whose description or examples are most similar to it, if that similarity reaches the threshold;
-otherwise its topic label is null. Changing topics means editing the file, not retraining.
+otherwise its topic label is null. The optional `no_topic` phrases (greetings, chat) own nothing: a post
+nearest to one of them gets null too, which a threshold alone cannot do for short posts that sit close
+to everything. Changing topics means editing the file, not retraining.
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ class Topic:
     examples: list[str]
 
 
+@dataclass(frozen=True)
+class TopicsConfig:
+    topics: list[Topic]
+    threshold: float
+    no_topic: list[str]  # phrases no team owns
+
+
 BUILTIN_DIR = Path(__file__).resolve().parent / "topics"
 
 
@@ -32,7 +41,7 @@ def resolve_topics_file(name: str) -> Path:
     return shipped_or_path(name, BUILTIN_DIR, "topics file")
 
 
-def read_topics(path: str | Path) -> tuple[list[Topic], float]:
+def read_topics(path: str | Path) -> TopicsConfig:
     """Parse and check a topics file; errors name the topic and the key."""
     path = resolve_topics_file(str(path))
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -47,28 +56,34 @@ def read_topics(path: str | Path) -> tuple[list[Topic], float]:
         topics.append(Topic(str(name), str(entry.get("description", "")), [str(e) for e in entry["examples"]]))
     if not topics:
         raise ValueError(f"{path}: no topics defined")
-    return topics, float(threshold)
+    no_topic = data.get("no_topic") or []
+    if not isinstance(no_topic, list):
+        raise ValueError(f"{path}: no_topic must be a list of phrases")
+    return TopicsConfig(topics, float(threshold), [str(phrase) for phrase in no_topic])
 
 
 class TopicMatcher:
-    def __init__(self, topics: list[Topic], threshold: float, encoder: TextEncoder) -> None:
-        self.threshold = threshold
-        phrases, owners = [], []
-        for topic in topics:
+    def __init__(self, config: TopicsConfig, encoder: TextEncoder, threshold: Optional[float] = None) -> None:
+        """threshold overrides the file's (evaluation measures the phrases without it)."""
+        self.threshold = config.threshold if threshold is None else threshold
+        phrases: list[str] = []
+        owners: list[Optional[str]] = []
+        for topic in config.topics:
             for phrase in ([topic.description] if topic.description else []) + topic.examples:
                 phrases.append(phrase)
                 owners.append(topic.name)
+        phrases += config.no_topic
+        owners += [None] * len(config.no_topic)
         self._owners = owners
         self._phrases = torch.nn.functional.normalize(encoder.similarity_part(encoder.embed(phrases)), dim=-1)
 
     @classmethod
     def from_file(cls, path: str | Path, encoder: TextEncoder) -> "TopicMatcher":
-        topics, threshold = read_topics(path)
-        return cls(topics, threshold, encoder)
+        return cls(read_topics(path), encoder)
 
     def assign(self, vectors: torch.Tensor) -> list[dict[str, Any]]:
         """{label, score} per similarity vector (`TextEncoder.similarity_part`): the nearest phrase's topic,
-        or label None below the threshold."""
+        or label None below the threshold or when the nearest phrase is a no_topic one."""
         similarity = torch.nn.functional.normalize(vectors, dim=-1) @ self._phrases.T
         best_score, best = similarity.max(dim=1)
         results = []

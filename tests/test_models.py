@@ -12,7 +12,7 @@ from conftest import SAMPLES
 from models import encoder_build
 from models.onnx_runtime import _block_int8
 from models.lora import LoRALinear, adapter_state, merge_adapters
-from models.topics import read_topics
+from models.topics import TopicMatcher, read_topics
 from models.understanding import TextUnderstanding
 
 
@@ -41,10 +41,13 @@ def test_topics_file_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("threshold: 0.8\ntopics:\n  - name: billing\n    examples: []\n")
     with pytest.raises(ValueError, match="topic #1 needs a name and a non-empty list of examples"):
         read_topics(bad)
+    bad.write_text("topics:\n  - name: billing\n    examples: [Rechnung falsch]\nno_topic: Hallo\n")
+    with pytest.raises(ValueError, match="no_topic must be a list of phrases"):
+        read_topics(bad)
     with pytest.raises(ValueError, match="builtin:rail, builtin:telecom"):
         read_topics("builtin:airline")
-    topics, threshold = read_topics("builtin:telecom")
-    assert {t.name for t in topics} >= {"billing", "network", "contract"} and 0 < threshold < 1
+    config = read_topics("builtin:telecom")
+    assert {t.name for t in config.topics} >= {"billing", "network", "contract"} and 0 < config.threshold < 1
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,20 @@ def test_topics_route_posts_to_the_owning_team(understanding: TextUnderstanding)
                                      "Kein Netz mehr seit gestern Abend, totales Funkloch", "Guten Morgen ☀️"])
     assert [r["topic"]["label"] for r in results[:2]] == ["billing", "network"]
     assert results[2]["topic"]["label"] is None
+
+
+def test_a_post_nearest_a_no_topic_phrase_gets_no_topic_whatever_its_similarity(
+        understanding: TextUnderstanding, tmp_path: Path) -> None:
+    topics = tmp_path / "topics.yaml"
+    topics.write_text("threshold: 0.5\ntopics:\n  - name: billing\n    examples: [Die Rechnung ist zu hoch]\n",
+                      encoding="utf-8")
+    posts = ["Guten Abend zusammen", "Warum ist meine Rechnung so hoch?"]
+    vectors = understanding.encoder.similarity_part(understanding.encoder.embed(posts))
+    assert [r["label"] for r in TopicMatcher.from_file(topics, understanding.encoder).assign(vectors)] == [
+        "billing", "billing"]  # at a low threshold the greeting is claimed too
+    topics.write_text(topics.read_text(encoding="utf-8") + "no_topic: [Guten Morgen]\n", encoding="utf-8")
+    assigned = TopicMatcher.from_file(topics, understanding.encoder).assign(vectors)
+    assert [r["label"] for r in assigned] == [None, "billing"] and assigned[0]["score"] > 0.5
 
 
 def test_one_forward_pass_serves_every_head(understanding: TextUnderstanding,
