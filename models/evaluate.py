@@ -72,36 +72,64 @@ def topic_results(encoder: Any, split: str = "test") -> list[Result]:
     """Accuracy of the shipped example topic configs (builtin:telecom, builtin:rail) on the team's labelled
     posts, including posts no topic should claim; per-topic F1 in the detail. The test split measures the
     configs as shipped; the dev split (data/eval/topics-*-dev.jsonl) is what thresholds are chosen on."""
-    results = []
-    for company in TOPIC_CONFIGS:
-        started = time.monotonic()
-        gold, assigned = _topics(encoder, company, split)
-        predicted = [topic["label"] or NO_TOPIC for topic in assigned]
-        gold = [label or NO_TOPIC for label in gold]
-        labels = sorted(set(gold))
-        results.append(Result(_topic_set(company, split), "accuracy",
-                              metrics.accuracy(gold, predicted), len(gold), time.monotonic() - started,
-                              detail={"macro_f1": round(metrics.macro_f1(gold, predicted, labels), 3),
-                                      **{label: round(metrics.macro_f1(gold, predicted, [label]), 3)
-                                         for label in labels}}))
-    return results
+    return [topic_result(encoder, f"builtin:{company}", EVAL_DIR / f"{_topic_set(company, split)}.jsonl",
+                         _topic_set(company, split)) for company in TOPIC_CONFIGS]
+
+
+def topic_result(encoder: Any, topics_file: str, posts: Path, name: str) -> Result:
+    """Accuracy and per-topic F1 of one topics file, at its own threshold, on labelled posts (JSONL lines with
+    `text` and `topic`, null for a post no team owns): `triage topics-check` runs this on a company's posts."""
+    started = time.monotonic()
+    gold, assigned = _topics(encoder, topics_file, posts)
+    predicted = [topic["label"] or NO_TOPIC for topic in assigned]
+    gold = [label or NO_TOPIC for label in gold]
+    labels = sorted(set(gold))
+    return Result(name, "accuracy", metrics.accuracy(gold, predicted), len(gold), time.monotonic() - started,
+                  detail={"macro_f1": round(metrics.macro_f1(gold, predicted, labels), 3),
+                          **{label: round(metrics.macro_f1(gold, predicted, [label]), 3) for label in labels}})
+
+
+def threshold_sweep(encoder: Any, topics_file: str, posts: Path, thresholds: list[float]) -> dict[float, float]:
+    """Accuracy on labelled posts at each threshold, from one pass: a post keeps its nearest phrase's topic
+    when that similarity reaches the threshold, exactly as the matcher decides."""
+    gold, nearest = _topics(encoder, topics_file, posts, threshold=0.0)
+    return {threshold: metrics.accuracy(gold, [n["label"] if n["score"] >= threshold else None for n in nearest])
+            for threshold in thresholds}
 
 
 def nearest_topic_accuracy(encoder: Any, company: str, split: str = "dev") -> float:
     """Share of the posts that have a topic whose nearest example phrase is that topic's: topic quality
     without the threshold, which is set per company after training (what `make train` chooses epochs by)."""
-    gold, assigned = _topics(encoder, company, split, threshold=0.0)
+    gold, assigned = _topics(encoder, f"builtin:{company}", EVAL_DIR / f"{_topic_set(company, split)}.jsonl",
+                             threshold=0.0)
     return metrics.accuracy(*zip(*[(g, a["label"]) for g, a in zip(gold, assigned) if g]))
 
 
-def _topics(encoder: Any, company: str, split: str,
+def _topics(encoder: Any, topics_file: str, posts: Path,
             threshold: Optional[float] = None) -> tuple[list[Optional[str]], list[dict[str, Any]]]:
     """Gold topics and the matcher's assignments for one labelled topic set."""
     from models.topics import TopicMatcher, read_topics
-    rows = _rows(EVAL_DIR / f"{_topic_set(company, split)}.jsonl")
-    matcher = TopicMatcher(read_topics(f"builtin:{company}"), encoder, threshold)
+    config = read_topics(topics_file)
+    rows = topic_posts(posts, {topic.name for topic in config.topics})
+    matcher = TopicMatcher(config, encoder, threshold)
     vectors = encoder.embed([row["text"] for row in rows])
     return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors))
+
+
+def topic_posts(path: Path, topic_names: set[str]) -> list[dict[str, Any]]:
+    """Labelled posts for topics, checked: every line needs a non-empty `text` and a `topic` that the topics
+    file defines, or null."""
+    rows = _rows(path)
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip() \
+                or "topic" not in row:
+            raise ValueError(f"{path}: post {number} needs a non-empty 'text' and a 'topic' (null for no topic)")
+        if row["topic"] is not None and row["topic"] not in topic_names:
+            raise ValueError(f"{path}: post {number} has topic {row['topic']!r}, which the topics file does not "
+                             f"define (it has {', '.join(sorted(topic_names))})")
+    if not rows:
+        raise ValueError(f"{path}: no labelled posts")
+    return rows
 
 
 def _topic_set(company: str, split: str) -> str:
@@ -109,8 +137,15 @@ def _topic_set(company: str, split: str) -> str:
     return f"topics-{company}" + ("-dev" if split == "dev" else "")
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _rows(path: Path) -> list[Any]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+    return rows
 
 
 def language_result(detector: Any, path: Path = EVAL_DIR / "language.jsonl") -> Result:

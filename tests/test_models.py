@@ -186,6 +186,31 @@ def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, m
     assert "public benchmarks skipped" in out
 
 
+def test_topics_check_measures_a_companys_own_file_and_posts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pipeline.cli import main
+    topics = tmp_path / "topics.yaml"
+    topics.write_text("threshold: 0.84\ntopics:\n"
+                      "  - name: billing\n    examples: [Die Rechnung ist falsch, I was charged twice]\n"
+                      "  - name: network\n    examples: [Seit gestern kein Internet, No mobile signal in town]\n"
+                      "no_topic: [Guten Morgen zusammen, Have a nice weekend]\n", encoding="utf-8")
+    posts = tmp_path / "labelled.jsonl"
+    labelled = [("Warum habt ihr doppelt abgebucht?", "billing"), ("Why is my bill so high this month?", "billing"),
+                ("Internet ist schon wieder weg", "network"), ("My broadband keeps dropping", "network"),
+                ("Schönen Abend euch allen", None)]
+    posts.write_text("".join(json.dumps({"text": t, "topic": label}) + "\n" for t, label in labelled), encoding="utf-8")
+    assert main(["topics-check", "--posts", str(posts), "--topics", str(topics)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^labelled +accuracy +1\.000 +5 ", out, re.MULTILINE), out
+    assert re.search(r"^ +0\.84 +1\.000  best$", out, re.MULTILINE)  # the sweep agrees at the file's threshold
+    assert len(re.findall(r"^ +0\.\d\d +[01]\.\d{3}", out, re.MULTILINE)) == 18
+
+    posts.write_text(posts.read_text(encoding="utf-8") + json.dumps({"text": "Paket fehlt", "topic": "delivery"}) + "\n",
+                     encoding="utf-8")
+    assert main(["topics-check", "--posts", str(posts), "--topics", str(topics)]) == 1
+    assert "post 6 has topic 'delivery', which the topics file does not define (it has billing, network)" in \
+        capsys.readouterr().err
+
+
 def test_prune_cache_removes_other_model_versions_and_dead_partials_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import os
