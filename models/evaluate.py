@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from models import datasets, metrics
 
@@ -73,50 +73,50 @@ def topic_results(encoder: Any, split: str = "test") -> list[Result]:
     posts, including posts no topic should claim; per-topic F1 in the detail. The test split measures the
     configs as shipped; the dev split (data/eval/topics-*-dev.jsonl) is what thresholds are chosen on."""
     return [topic_result(encoder, f"builtin:{company}", EVAL_DIR / f"{_topic_set(company, split)}.jsonl",
-                         _topic_set(company, split)) for company in TOPIC_CONFIGS]
+                         _topic_set(company, split))[0] for company in TOPIC_CONFIGS]
 
 
-def topic_result(encoder: Any, topics_file: str, posts: Path, name: str) -> Result:
+def topic_result(encoder: Any, topics_file: str, posts: Path, name: str,
+                 sweep: Sequence[float] = ()) -> tuple[Result, dict[float, float]]:
     """Accuracy and per-topic F1 of one topics file, at its own threshold, on labelled posts (JSONL lines with
-    `text` and `topic`, null for a post no team owns): `triage topics-check` runs this on a company's posts."""
+    `text` and `topic`, null for a post no team owns), and the accuracy at each threshold in `sweep`, all from
+    one pass: `triage topics-check` runs this on a company's posts."""
     started = time.monotonic()
-    gold, assigned = _topics(encoder, topics_file, posts)
-    predicted = [topic["label"] or NO_TOPIC for topic in assigned]
-    gold = [label or NO_TOPIC for label in gold]
-    labels = sorted(set(gold))
-    return Result(name, "accuracy", metrics.accuracy(gold, predicted), len(gold), time.monotonic() - started,
-                  detail={"macro_f1": round(metrics.macro_f1(gold, predicted, labels), 3),
-                          **{label: round(metrics.macro_f1(gold, predicted, [label]), 3) for label in labels}})
+    gold, nearest, threshold = _nearest_topics(encoder, topics_file, posts)
 
+    def at(limit: float) -> list[Optional[str]]:  # what the matcher decides at that threshold
+        return [n["label"] if n["score"] >= limit else None for n in nearest]
 
-def threshold_sweep(encoder: Any, topics_file: str, posts: Path, thresholds: list[float]) -> dict[float, float]:
-    """Accuracy on labelled posts at each threshold, from one pass: a post keeps its nearest phrase's topic
-    when that similarity reaches the threshold, exactly as the matcher decides."""
-    gold, nearest = _topics(encoder, topics_file, posts, threshold=0.0)
-    return {threshold: metrics.accuracy(gold, [n["label"] if n["score"] >= threshold else None for n in nearest])
-            for threshold in thresholds}
+    predicted = [label or NO_TOPIC for label in at(threshold)]
+    named = [label or NO_TOPIC for label in gold]
+    labels = sorted(set(named))
+    result = Result(name, "accuracy", metrics.accuracy(named, predicted), len(gold), time.monotonic() - started,
+                    detail={"macro_f1": round(metrics.macro_f1(named, predicted, labels), 3),
+                            **{label: round(metrics.macro_f1(named, predicted, [label]), 3) for label in labels}})
+    return result, {limit: metrics.accuracy(gold, at(limit)) for limit in sweep}
 
 
 def nearest_topic_accuracy(encoder: Any, company: str, split: str = "dev") -> float:
     """Share of the posts that have a topic whose nearest example phrase is that topic's: topic quality
     without the threshold, which is set per company after training (what `make train` chooses epochs by)."""
-    gold, assigned = _topics(encoder, f"builtin:{company}", EVAL_DIR / f"{_topic_set(company, split)}.jsonl",
-                             threshold=0.0)
-    return metrics.accuracy(*zip(*[(g, a["label"]) for g, a in zip(gold, assigned) if g]))
+    gold, nearest, _ = _nearest_topics(encoder, f"builtin:{company}",
+                                       EVAL_DIR / f"{_topic_set(company, split)}.jsonl")
+    return metrics.accuracy(*zip(*[(g, n["label"]) for g, n in zip(gold, nearest) if g]))
 
 
-def _topics(encoder: Any, topics_file: str, posts: Path,
-            threshold: Optional[float] = None) -> tuple[list[Optional[str]], list[dict[str, Any]]]:
-    """Gold topics and the matcher's assignments for one labelled topic set."""
+def _nearest_topics(encoder: Any, topics_file: str,
+                    posts: Path) -> tuple[list[Optional[str]], list[dict[str, Any]], float]:
+    """Gold topics, each post's nearest phrase's topic and similarity (no threshold applied; null for a
+    no_topic phrase), and the file's threshold."""
     from models.topics import TopicMatcher, read_topics
     config = read_topics(topics_file)
-    rows = topic_posts(posts, {topic.name for topic in config.topics})
-    matcher = TopicMatcher(config, encoder, threshold)
+    rows = _topic_posts(posts, {topic.name for topic in config.topics})
+    matcher = TopicMatcher(config, encoder, threshold=0.0)
     vectors = encoder.embed([row["text"] for row in rows])
-    return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors))
+    return [row["topic"] for row in rows], matcher.assign(encoder.similarity_part(vectors)), config.threshold
 
 
-def topic_posts(path: Path, topic_names: set[str]) -> list[dict[str, Any]]:
+def _topic_posts(path: Path, topic_names: set[str]) -> list[dict[str, Any]]:
     """Labelled posts for topics, checked: every line needs a non-empty `text` and a `topic` that the topics
     file defines, or null."""
     rows = _rows(path)

@@ -240,9 +240,9 @@ def _topics_check(settings: Settings, args: argparse.Namespace) -> int:
         print(f"triage topics-check: no labelled posts at {posts}", file=sys.stderr)
         return 2
     encoder = load_understanding(settings.models).encoder
-    result = evaluate.topic_result(encoder, topics_file, posts, posts.stem)
+    result, sweep = evaluate.topic_result(encoder, topics_file, posts, posts.stem,
+                                          sweep=[round(0.75 + step / 100, 2) for step in range(18)])
     print(evaluate.format_results([result], f"Topics file {topics_file} on {posts} (its own threshold)"))
-    sweep = evaluate.threshold_sweep(encoder, topics_file, posts, [round(0.75 + step / 100, 2) for step in range(18)])
     best = max(sweep.values())
     print("\nthreshold  accuracy")
     for threshold, accuracy in sweep.items():
