@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from connectors.run import run as run_connectors
-from connectors.webhook import signature
+from connectors.webhook import signed_headers
 from pipeline.bench import read_posts
 from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings
@@ -47,9 +47,9 @@ def _replay_file(samples: str, path: Path, run_id: str, count: int) -> list[str]
 def _send_webhook(port: int, secret: str, run_id: str) -> list[str]:
     posts = [{**p, "id": f"webhook:demo-{run_id}-{i}"} for i, p in enumerate(WEBHOOK_POSTS)]
     body = json.dumps(posts).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/posts", body, method="POST", headers={
-        "Content-Type": "application/json", "X-Triage-Signature": signature(secret, body)})
     for _ in range(50):  # the receiver thread may still be starting
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/posts", body, method="POST", headers={
+            "Content-Type": "application/json", **signed_headers(secret, body)})  # signed afresh per try
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 if answer.status == 202:

@@ -162,8 +162,10 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(connect_
     thread.start()
     endpoint = f"http://127.0.0.1:{receiver.port}/posts"
 
-    def post(body: bytes, sig: str | None) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json", **({"X-Triage-Signature": sig} if sig else {})}
+    def post(body: bytes, sig: str | None, timestamp: int | None = None) -> tuple[int, dict]:
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        headers = {"Content-Type": "application/json",
+                   **({"X-Triage-Timestamp": str(timestamp), "X-Triage-Signature": sig} if sig else {})}
         try:
             with urllib.request.urlopen(urllib.request.Request(endpoint, body, headers, method="POST")) as r:
                 return r.status, json.loads(r.read())
@@ -174,15 +176,18 @@ def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(connect_
         before = _offsets(connect_live, connect_live.kafka.topics.raw)
         good = json.dumps([{"id": "webhook:1", "source": "webhook", "text": "Bitte ruft mich zurück"},
                            {"id": "webhook:2", "source": "webhook", "text": "Danke!"}]).encode()
-        assert post(good, signature("s3cret", good)) == (202, {"accepted": 2})
-        assert post(good, signature("wrong", good))[0] == 401
+        now = int(time.time())
+        assert post(good, signature("s3cret", good, now), now) == (202, {"accepted": 2})
+        assert post(good, signature("s3cret", good, now), now) == (401, {"error": "replayed request"})
+        assert post(good, signature("wrong", good, now + 1), now + 1) == (401, {"error": "wrong signature"})
+        assert post(good, signature("s3cret", good, now - 3600), now - 3600)[0] == 401  # stale
         assert post(good, None)[0] == 401
         bad = json.dumps([{"id": "webhook:3", "source": "webhook", "text": "ok"},
                           {"id": "webhook:4", "source": "webhook"}]).encode()
-        status, answer = post(bad, signature("s3cret", bad))
-        assert status == 400 and "'text' is a required property" in answer["items"]["1"]
+        status, answer = post(bad, signature("s3cret", bad, now), now)
+        assert status == 400 and "required" in answer["items"]["1"] and "text" in answer["items"]["1"]
         garbage = b"{not json"
-        assert post(garbage, signature("s3cret", garbage))[0] == 400
+        assert post(garbage, signature("s3cret", garbage, now), now)[0] == 400
         received = _since(connect_live, connect_live.kafka.topics.raw, before)
         assert sorted(m.key for m in received) == [b"webhook:1", b"webhook:2"]  # nothing of the refused requests
     finally:
