@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 import urllib3
 
 from pipeline.sinks.retry import backoff_delays
+from pipeline import safe_json
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -35,7 +36,7 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return safe_json.loads(self.body)
 
 
 def retry_after_s(value: Optional[str], now: float) -> Optional[float]:
@@ -145,7 +146,7 @@ def json_body(response: Response, what: str) -> Any:
 def api_message(body: bytes) -> str:
     """The error text of the usual API error shapes (Graph/YouTube, X, Mastodon, Discourse), else the body's start."""
     try:
-        data = json.loads(body)
+        data = safe_json.loads(body)
     except ValueError:
         return body[:200].decode("utf-8", "replace")
     if isinstance(data, dict):

@@ -6,11 +6,11 @@ reaches the dead-letter topic with its reason instead of silently disappearing h
 from __future__ import annotations
 
 import glob
-import json
 from typing import Iterator
 
 from pipeline.config import KafkaSettings
 from pipeline.sinks.kafka import KafkaWriter
+from pipeline import safe_json
 
 
 def _lines(patterns: list[str]) -> Iterator[bytes]:
@@ -25,7 +25,7 @@ def _lines(patterns: list[str]) -> Iterator[bytes]:
 
 def _key(line: bytes) -> bytes | None:
     try:
-        post_id = json.loads(line).get("id")
+        post_id = safe_json.loads(line).get("id")
     except (ValueError, AttributeError):
         return None
     return post_id.encode("utf-8") if isinstance(post_id, str) else None

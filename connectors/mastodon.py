@@ -17,6 +17,7 @@ from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 from connectors.streaming import CatchUpStream, Event
 from connectors.text import html_to_text
+from pipeline import safe_json
 
 PAGE_SIZE = 40
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
@@ -109,7 +110,7 @@ class MastodonHashtagStream(CatchUpStream):
 
     def _update(self, data: str, line: bytes) -> Event:
         try:
-            status = json.loads(data)
+            status = safe_json.loads(data)
         except ValueError:
             status = None
         if not isinstance(status, dict):

@@ -7,7 +7,6 @@ speed (capped, so a quiet night does not stall a demo). Posts without a time go 
 from __future__ import annotations
 
 import csv
-import json
 import threading
 from datetime import datetime
 from typing import Any, Iterator, Optional
@@ -15,6 +14,7 @@ from typing import Any, Iterator, Optional
 from pipeline.config import KafkaSettings
 from pipeline.records import POST_FIELDS
 from pipeline.sinks.kafka import KafkaWriter
+from pipeline import safe_json
 
 MAX_GAP_S = 5.0
 
@@ -26,7 +26,7 @@ def read_posts(path: str) -> Iterator[dict[str, Any]]:
                 yield {k: (v if v != "" else None) for k, v in row.items() if k in POST_FIELDS}
         return
     with open(path, encoding="utf-8") as handle:
-        yield from (json.loads(line) for line in handle if line.strip())
+        yield from (safe_json.loads(line) for line in handle if line.strip())
 
 
 def _time(post: dict[str, Any]) -> Optional[datetime]:

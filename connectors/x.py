@@ -16,6 +16,7 @@ from connectors.base import Malformed
 from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 from connectors.streaming import CatchUpStream, Event
+from pipeline import safe_json
 
 FIELDS = {"tweet.fields": "created_at,author_id,conversation_id,lang,referenced_tweets",
           "expansions": "author_id", "user.fields": "username,name,public_metrics"}
@@ -75,7 +76,7 @@ class XFilteredStream(CatchUpStream):
                 yield None  # keep-alive
                 continue
             try:
-                message = json.loads(line)
+                message = safe_json.loads(line)
             except ValueError:
                 yield 0, Malformed(f"twitter:{self.name}/stream", "stream line is not JSON", line)
                 continue

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
 
 import schemas
+from pipeline import safe_json
 
 
 class RawRecord(NamedTuple):
@@ -73,9 +74,9 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
     except UnicodeDecodeError as exc:
         return dead_letter("invalid_utf8", f"not UTF-8: byte {exc.start} cannot be decoded", record)
     try:
-        post = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return dead_letter("invalid_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", record)
+        post = safe_json.loads(text)
+    except safe_json.JsonInputError as exc:
+        return dead_letter("invalid_json", str(exc), record)
     if not isinstance(post, dict):
         return dead_letter("not_an_object", f"expected a JSON object, got {type(post).__name__}", record)
     if isinstance(post.get("text"), str) and not post["text"].strip():

@@ -17,8 +17,7 @@ from referencing import Registry, Resource
 POST_SCHEMA = "post.v1.schema.json"
 ENRICHED_POST_SCHEMA = "enriched_post.v1.schema.json"
 SCHEMA_VERSION = 1
-# jsonschema's messages for these validators name keys, not values.
-_MESSAGES_WITHOUT_VALUES = {"required", "additionalProperties", "unevaluatedProperties"}
+
 
 
 def load_json(name: str) -> dict[str, Any]:
@@ -39,19 +38,44 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker())
 
 
+@lru_cache(maxsize=None)
+def _property_names() -> frozenset[str]:
+    """Every key the post schemas define: the only keys an error message may name."""
+    names: set[str] = set()
+    pending: list[Any] = [load_json(POST_SCHEMA), load_json(ENRICHED_POST_SCHEMA)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            names.update(node.get("properties", {}) if isinstance(node.get("properties"), dict) else ())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return frozenset(names)
+
+
+def _where(path: Any) -> str:
+    """The JSON path of an error, with keys the schema does not define shown as '<key>' (a key can be data)."""
+    known = _property_names()
+    parts = [str(p) if isinstance(p, int) or p in known else "<key>" for p in path]
+    return "/".join(parts) or "(record)"
+
+
 def first_error(name: str, record: Any) -> str | None:
     """The most relevant validation error as one readable line, or None when the record is valid.
 
-    The line names the field and the rule it breaks but never echoes the value: values can be
-    personal data, and these reasons end up in dead-letter records and logs.
+    The line names the field and the rule it breaks but never echoes the record's content: values
+    and unexpected keys can be personal data, and these reasons end up in dead-letter records and logs.
     """
     errors = sorted(validator(name).iter_errors(record), key=lambda e: (len(e.absolute_path), e.message))
     if not errors:
         return None
     err = errors[0]
-    where = "/".join(str(p) for p in err.absolute_path) or "(record)"
-    if err.validator in _MESSAGES_WITHOUT_VALUES:
-        return f"{where}: {err.message}"
+    where = _where(err.absolute_path)
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
+        return f"{where}: missing required field(s) {', '.join(missing)}"
+    if err.validator in ("additionalProperties", "unevaluatedProperties"):
+        return f"{where}: has keys the schema does not allow"
     return f"{where}: must satisfy {err.validator}={json.dumps(err.validator_value)[:120]}"
 
 

@@ -14,7 +14,6 @@ document because the document id is the post id.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from pipeline import observability
+from pipeline import observability, safe_json
 from pipeline.clients import kafka_options
 from pipeline.config import KafkaSettings, StreamSettings
 from pipeline.records import RawRecord
@@ -68,7 +67,7 @@ class _PostTimeWatermark(WatermarkEstimatorProvider):
 def _post_time(value: Optional[bytes], fallback_ms: int) -> float:
     """The post's created_at (seconds), or the Kafka timestamp when the record has none or is not JSON."""
     try:
-        created = json.loads(value or b"{}").get("created_at")
+        created = safe_json.loads(value or b"{}").get("created_at")
         if created:
             return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError, TypeError):

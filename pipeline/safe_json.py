@@ -1,0 +1,46 @@
+"""JSON from outside bytes (files, topics, webhook bodies, API answers), parsed so no input can crash a reader.
+
+Python's JSON parser recurses once per nesting level: a record of 10,000 nested brackets raises
+RecursionError, which is not a ValueError and so escaped every `except ValueError` around a parse
+(a batch exited with no output; a stream worker restarted into the same record forever). Nothing a
+social-media post or an API answer carries needs more than a few levels, so anything deeper than
+MAX_DEPTH is refused as bad input, with a reason and never the value.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Union
+
+MAX_DEPTH = 64
+
+
+class JsonInputError(ValueError):
+    """The bytes are not JSON we accept; the message says why (position or depth, never the content)."""
+
+
+def depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed value (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def loads(data: Union[bytes, str], max_depth: int = MAX_DEPTH) -> Any:
+    """json.loads for untrusted input: every failure is a JsonInputError (a ValueError), never a crash."""
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise JsonInputError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise JsonInputError(f"not UTF-8: byte {exc.start} cannot be decoded") from None
+    except RecursionError:
+        raise JsonInputError(f"JSON nested deeper than {max_depth} levels") from None
+    if depth(value) > max_depth:
+        raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
+    return value
