@@ -14,6 +14,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
 from pipeline.query import FACETS, QueryFilters, build_query
+from pipeline.terminal import printable
 
 OPEN = ["new", "claimed"]
 _WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
@@ -93,7 +94,7 @@ def top_terms(es: Elasticsearch, index: str, filters: QueryFilters, size: int = 
 def format_service_level(figures: dict[str, Any]) -> str:
     def line(name: str, f: dict[str, Any]) -> str:
         share = f"{f['sla_share']:.0%}" if f["sla_share"] is not None else "-"
-        return (f"  {name:<12} {f['posts']:>7} {f['unanswered']:>10} {f['overdue']:>8} {f['answered']:>9} "
+        return (f"  {printable(name):<12} {f['posts']:>7} {f['unanswered']:>10} {f['overdue']:>8} {f['answered']:>9} "
                 f"{f['answered_within_sla']:>11} {share:>9}")
     lines = [f"  {'queue':<12} {'posts':>7} {'unanswered':>10} {'overdue':>8} {'answered':>9} {'within SLA':>11} "
              f"{'SLA share':>9}", line("all", figures)]

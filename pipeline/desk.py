@@ -20,6 +20,7 @@ from elasticsearch.helpers import scan
 from models.datasets import INTENT_LABELS, SENTIMENT_LABELS
 from pipeline.config import ElasticsearchSettings
 from pipeline.documents import joined
+from pipeline.terminal import printable
 
 OPEN_STATUSES = ("new", "claimed")
 _ATTEMPTS = 5
@@ -195,9 +196,12 @@ def format_queue(result: dict[str, Any], width: int = 80) -> str:
         overdue = due is not None and _instant(due) < now
         status = agent.get("status", "new") + (f":{agent['assignee']}" if agent.get("assignee") else "")
         text = " ".join(str(post.get("text", post.get("text_redacted", ""))).split())
-        lines.append(f"{triage.get('priority', '--')} {(due or 'no SLA')[:16]:<16}{'!' if overdue else ' '} "
-                     f"{triage.get('queue', '-'):<10} {status:<16} {(post.get('intent') or {}).get('label', '-'):<17} "
-                     f"{post['id']:<24} {text[:width] + ('...' if len(text) > width else '')}")
+        # Every cell comes from the post (or an agent): shown through printable(), so control characters cannot act.
+        lines.append(f"{printable(triage.get('priority', '--'))} {printable(str(due or 'no SLA')[:16]):<16}"
+                     f"{'!' if overdue else ' '} {printable(triage.get('queue', '-')):<10} {printable(status):<16} "
+                     f"{printable((post.get('intent') or {}).get('label', '-')):<17} {printable(post['id']):<24} "
+                     f"{printable(text, limit=width)}")
         if triage.get("private_channel"):
-            lines.append(f"{'':>20}private channel: {'; '.join(triage.get('reasons', [])[-1:])}")
+            reasons = "; ".join(map(str, (triage.get("reasons") or [])[-1:]))
+            lines.append(f"{'':>20}private channel: {printable(reasons)}")
     return "\n".join(lines)

@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from elasticsearch import Elasticsearch
 
+from pipeline.terminal import printable
+
 SEARCH_FIELDS = ["text_redacted", "text_redacted.de", "text_redacted.en", "title", "title.de", "title.en"]
 FACETS = {"source": "source", "language": "language.code", "sentiment": "sentiment.label",
           "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types", "queue": "triage.queue",
@@ -80,9 +82,10 @@ def format_posts(result: dict[str, Any], width: int = 100) -> str:
         labels += [post[k]["label"] for k in ("sentiment", "intent") if k in post]
         if post.get("pii", {}).get("types"):
             labels.append("pii:" + ",".join(post["pii"]["types"]))
-        text = " ".join(post.get("text_redacted", "").split())
-        lines.append(f"{(post.get('created_at') or '')[:16]:<16}  {' '.join(labels):<40}  "
-                     f"{text[:width] + ('...' if len(text) > width else '')}")
+        text = " ".join(str(post.get("text_redacted") or "").split())
+        # Every cell comes from the post: shown through printable(), so its control characters cannot act.
+        lines.append(f"{printable(str(post.get('created_at') or '')[:16]):<16}  "
+                     f"{printable(' '.join(map(str, labels))):<40}  {printable(text, limit=width)}")
     return "\n".join(lines)
 
 
@@ -91,5 +94,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name in [*FACETS, "over_time"]:
         if summary[name]:
             lines.append(f"\n{name}:")
-            lines += [f"  {key:<24} {count:>7}" for key, count in summary[name].items()]
+            lines += [f"  {printable(key):<24} {count:>7}" for key, count in summary[name].items()]
     return "\n".join(lines)

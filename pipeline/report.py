@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pipeline.batch import Summary
+from pipeline.terminal import printable
 
 
 def _table(title: str, counts: dict[str, int]) -> list[str]:
     if not counts:
         return []
-    return [f"  {title}:"] + [f"    {key:<22} {value:>8}" for key, value in counts.items()]
+    return [f"  {title}:"] + [f"    {printable(key):<22} {value:>8}" for key, value in counts.items()]
 
 
 def format_batch_summary(summary: Summary) -> str:
@@ -15,7 +16,8 @@ def format_batch_summary(summary: Summary) -> str:
     rate = records / summary.seconds if summary.seconds else 0.0
     destination = summary.output.name if summary.output.kind == "file" else f"{summary.output.kind}:{summary.output.name}"
     lines = [
-        f"Enriched {enriched} of {records} records in {summary.seconds:.1f} s ({rate:.0f} records/s) -> {destination}",
+        f"Enriched {enriched} of {records} records in {summary.seconds:.1f} s ({rate:.0f} records/s) -> "
+        f"{printable(destination)}",
         f"  personal data found in {summary.count('pii_found')} posts",
     ]
     lines += _table("by source", summary.breakdown("source"))
@@ -24,6 +26,6 @@ def format_batch_summary(summary: Summary) -> str:
     for field in ("sentiment", "intent", "relevance", "topic", "queue", "priority"):
         lines += _table(f"by {field}", summary.breakdown(field))
     dead_where = summary.dead_letters.name if summary.dead_letters.kind == "file" else f"kafka:{summary.dead_letters.name}"
-    lines.append(f"  dead letters: {dead}" + (f" -> {dead_where}" if dead else ""))
+    lines.append(f"  dead letters: {dead}" + (f" -> {printable(dead_where)}" if dead else ""))
     lines += _table("dead letters by reason", summary.breakdown("dead_letter"))
     return "\n".join(lines)
