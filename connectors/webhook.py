@@ -46,12 +46,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Union
 
 import schemas
+from pipeline import safe_json
 from pipeline.config import KafkaSettings
 from pipeline.sinks.kafka import KafkaWriter
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_JSON_DEPTH = 64
+MAX_JSON_DEPTH = safe_json.MAX_DEPTH
 TIMESTAMP_HEADER = "X-Triage-Timestamp"
 SIGNATURE_HEADER = "X-Triage-Signature"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # str patterns: [0-9] is ASCII only, unlike str.isdigit()
@@ -68,22 +69,6 @@ def signed_headers(secret: str, body: bytes, now: Optional[float] = None) -> dic
     """The two headers that authenticate `body` at time `now` (default: the current time)."""
     timestamp = int(time.time() if now is None else now)
     return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signature(secret, body, timestamp)}
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    """Whether JSON containers nest deeper than `limit` (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 class _ReplayCache:
@@ -365,21 +350,9 @@ class WebhookReceiver:
             if not hmac.compare_digest(sent, f"Bearer {self.secret}".encode("utf-8", "surrogatepass")):
                 return 401, {"error": "missing or wrong bearer token"}
         try:
-            payload = json.loads(body, parse_constant=_refuse_constant)
-        except UnicodeDecodeError:
-            return 400, {"error": "body is not JSON: not valid UTF-8"}
-        except json.JSONDecodeError as exc:
-            return 400, {"error": f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
-        except ValueError:  # NaN/Infinity, or an integer with more digits than Python converts
-            return 400, {"error": "body is not JSON: NaN, Infinity or a number out of range"}
-        except RecursionError:
-            return 400, {"error": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}
-        if _too_deep(payload, MAX_JSON_DEPTH):
-            return 400, {"error": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}
-        try:  # "\ud800" is valid JSON but no UTF-8: Kafka would refuse it later, as a 503 the sender retries forever
-            json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            return 400, {"error": "body is not JSON: a string escapes a lone UTF-16 surrogate"}
+            payload = safe_json.loads(body, max_depth=MAX_JSON_DEPTH)
+        except safe_json.JsonInputError as exc:
+            return 400, {"error": f"body is not JSON we accept: {exc}"}
         posts = payload if isinstance(payload, list) else [payload]
         problems = {i: schemas.first_error(schemas.POST_SCHEMA, p) for i, p in enumerate(posts)}
         problems = {i: e for i, e in problems.items() if e}
