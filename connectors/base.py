@@ -19,6 +19,7 @@ import schemas
 from connectors.checkpoint import CheckpointStore
 from pipeline.config import KafkaSettings
 from pipeline.records import DeadLetter, RawRecord, dead_letter
+from pipeline.redact import redact_text
 from pipeline.sinks.kafka import KafkaWriter
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kaf
             page = source.fetch(store.state(source.name))
             done = deliver(source.name, page, store, writer, kafka)
         except Exception as exc:  # the source or Kafka is down: keep the old state, try again next round
-            log.error("poll failed, will retry", extra={"fields": {"source": source.name, "error": f"{type(exc).__name__}: {exc}"}})
+            log.error("poll failed, will retry", extra={"fields": {"source": source.name, "error": redact_text(f"{type(exc).__name__}: {exc}")}})
             if once:
                 raise
             stop.wait(source.every_s)

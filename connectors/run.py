@@ -25,6 +25,7 @@ from connectors.webhook import WebhookReceiver
 from connectors.x import XFilteredStream, XRecentSearch
 from connectors.youtube import YouTubeChannelComments
 from pipeline.config import Settings
+from pipeline.redact import redact_text
 from pipeline.sinks.kafka import KafkaWriter
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: b
             result = job()
             counts[name] = result.posts if isinstance(result, Delivery) else int(result or 0)
         except Exception as exc:
-            log.error("source stopped", extra={"fields": {"source": name, "error": f"{type(exc).__name__}: {exc}"}})
+            log.error("source stopped", extra={"fields": {"source": name, "error": redact_text(f"{type(exc).__name__}: {exc}")}})
             counts[name] = -1
 
     jobs = []

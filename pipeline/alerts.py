@@ -8,6 +8,7 @@ A message goes to an incoming-webhook URL as `{"text": ...}`, which Slack and Te
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import Any, Optional
 from elasticsearch import Elasticsearch
 
 from pipeline.config import AlertSettings
+from pipeline.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,9 @@ class Alert:
     posts: int
 
     def message(self) -> str:
+        """For people (the terminal, the chat message): the topic name is shown through printable()."""
         if self.kind == "topic_volume":
-            return (f"Spike in topic '{self.key}': {int(self.observed)} posts in the hour from {self.hour} "
+            return (f"Spike in topic '{printable(self.key)}': {int(self.observed)} posts in the hour from {self.hour} "
                     f"(usually {self.baseline:.1f} at this hour)")
         return (f"Negative posts up: {self.observed:.0%} of {self.posts} posts in the hour from {self.hour} "
                 f"(usually {self.baseline:.0%})")
@@ -75,10 +78,13 @@ def post_to_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> N
     """One message with every alert; raises on a non-2xx answer so the caller knows it was not delivered."""
     text = "\n".join(f"• {a.message()}" for a in alerts)
     body = json.dumps({"text": f"Social care alerts:\n{text}", "alerts": [a.__dict__ for a in alerts]}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the URL is configured)
-        if not 200 <= response.status < 300:
-            raise RuntimeError(f"webhook answered HTTP {response.status}")
+    try:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the URL is configured)
+            if not 200 <= response.status < 300:
+                raise RuntimeError(f"webhook answered HTTP {response.status}")
+    except (ValueError, http.client.InvalidURL):  # urllib quotes a malformed URL, and the URL is the secret
+        raise ValueError("the alerts webhook URL is not a valid http(s) URL") from None
 
 
 def run(es: Elasticsearch, index: str, cfg: AlertSettings, every_s: Optional[float] = None,

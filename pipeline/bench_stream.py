@@ -26,6 +26,7 @@ from pipeline.bench import read_posts
 from pipeline.clients import elasticsearch_client, kafka_options
 from pipeline.config import Settings, load_settings
 from pipeline.provision import setup_all, teardown_all
+from pipeline.redact import redact_url
 from pipeline.sinks.kafka import producer
 
 RATES: list[Optional[int]] = [20, 50, 100, None]  # None: as fast as possible
@@ -140,7 +141,7 @@ def run(base: Settings, samples: str, duration_s: float, workdir: str, config: O
         es.close()
         teardown_all(settings)  # left behind, every run's topics and index would slow the servers down
     print(f"Streaming benchmark: one worker, steps {', '.join(settings.enrichment.steps)}, {duration_s:.0f} s a phase, "
-          f"{os.cpu_count()} CPUs, Kafka {settings.kafka.bootstrap_servers}, Elasticsearch {settings.elasticsearch.url}")
+          f"{os.cpu_count()} CPUs, Kafka {settings.kafka.bootstrap_servers}, Elasticsearch {redact_url(settings.elasticsearch.url)}")
     print(f"{'rate':>6} {'posts':>7} {'sent/s':>8} {'sustained/s':>12} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} "
           f"{'behind at end':>14}")
     for r in rows:

@@ -14,6 +14,8 @@ from typing import Callable
 
 from pipeline import logs
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.redact import redact_text, redact_url
+from pipeline.terminal import printable
 
 log = logging.getLogger("triage")
 
@@ -23,7 +25,7 @@ def _services(settings: Settings, args: argparse.Namespace) -> int:
     action = {"up": services.up, "down": services.down, "status": services.status}[args.action]
     print("\n".join(action(settings.services)))
     if args.action == "up":
-        print(f"Kafka: {settings.kafka.bootstrap_servers}   Elasticsearch: {settings.elasticsearch.url}")
+        print(f"Kafka: {settings.kafka.bootstrap_servers}   Elasticsearch: {redact_url(settings.elasticsearch.url)}")
     return 0
 
 
@@ -84,7 +86,7 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     try:
         counts = run.run(settings, args.config_file, args.source, once=args.once)
     except ConnectConfigError as exc:
-        print(f"triage connect: {exc}", file=sys.stderr)
+        print(f"triage connect: {redact_text(exc)}", file=sys.stderr)
         return 2
     for name, count in counts.items():
         print(f"{name}: " + ("stopped with an error (see the log)" if count < 0 else f"{count} posts delivered"))
@@ -123,11 +125,12 @@ def _analytics(es, index: str, filters, args: argparse.Namespace) -> int:  # typ
         if not filters.sentiment:
             filters.sentiment = ["negative"]
         result = analytics.top_terms(es, index, filters, args.size)
-        text = "\n".join(f"  {term:<24} {count:>6}" for term, count in result)  # type: ignore[attr-defined]
+        text = "\n".join(f"  {printable(term):<24} {count:>6}" for term, count in result)  # type: ignore[attr-defined]
     else:
         counts = analytics.over_time(es, index, filters, args.by, args.interval)
         result = analytics.shares(counts) if args.share else counts
-        text = "\n".join(f"  {when}  " + "  ".join(f"{k}={v}" for k, v in row.items()) for when, row in result.items())
+        text = "\n".join(f"  {printable(when)}  " + "  ".join(f"{printable(k)}={v}" for k, v in row.items())
+                         for when, row in result.items())
     print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else text)
     return 0
 
@@ -153,11 +156,12 @@ def _desk(settings: Settings, args: argparse.Namespace) -> int:
         }
         post = actions[args.command]()
         state = post["agent"]
-        print(f"{args.id}: {state['status']}" + (f" by {state['assignee']}" if state.get("assignee") else "")
+        by = f" by {state['assignee']}" if state.get("assignee") else ""
+        print(printable(f"{args.id}: {state['status']}{by}")  # the assignee may be another agent's chosen name
               + (f", within SLA: {state['within_sla']}" if "within_sla" in state else ""))
         return 0
     except desk.DeskError as exc:
-        print(f"triage {args.command}: {exc}", file=sys.stderr)
+        print(f"triage {args.command}: {printable(exc)}", file=sys.stderr)  # may name another agent or a post id
         return 1
     finally:
         es.close()
@@ -447,7 +451,7 @@ def _explain(exc: Exception) -> str:
     if isinstance(exc, EsConnectionError):
         return ("cannot reach Elasticsearch (elasticsearch.url / TRIAGE_ES_URL). "
                 "Start the local services with `triage services up`, or point TRIAGE_ES_URL at your cluster.")
-    return f"{type(exc).__name__}: {exc}"
+    return redact_text(f"{type(exc).__name__}: {exc}")  # client errors often quote the URL, credentials too
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from types import UnionType
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -191,6 +192,31 @@ def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def _field(path: tuple[str, ...]) -> Any:
+    """The pydantic field a settings path names, or None when there is no such key."""
+    model: Any = Settings
+    field = None
+    for key in path:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(fields, dict) or key not in fields:
+            return None
+        field = fields[key]
+        model = field.annotation
+    return field
+
+
+def _kind(path: tuple[str, ...]) -> str:
+    """'secret' (SecretStr: taken verbatim), 'text' (a plain string) or 'typed' (anything else, parsed as YAML)."""
+    field = _field(path)
+    if field is None:
+        return "typed"
+    annotation = field.annotation
+    types = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    if SecretStr in types:
+        return "secret"
+    return "text" if str in types and set(types) <= {str, type(None)} else "typed"
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for name, raw in environ.items():
@@ -200,8 +226,23 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             path = tuple(part.lower() for part in name[len("TRIAGE_"):].split("__"))
         else:
             continue
-        # YAML parsing turns "true", "5" and "[de, en]" into their types; plain strings stay strings.
-        _set_path(overrides, path, yaml.safe_load(raw) if raw else None)
+        kind = _kind(path)
+        if not raw:
+            value = None
+        elif kind == "secret":
+            value = raw  # passwords, keys and tokens are strings, exactly as given ("null", "123456", "*x", "a #b")
+        else:
+            # YAML parsing turns "true", "5" and "[de, en]" into their types, and "null" into none.
+            try:
+                value = yaml.safe_load(raw)
+            except Exception:  # YAMLError, or ValueError for a malformed date: never echo the value
+                if kind != "text":
+                    raise ConfigError(f"invalid configuration: environment variable {name} ({'.'.join(path)}) is "
+                                      f"not valid YAML; write it as e.g. 5, true or [de, en]") from None
+                value = raw
+            if kind == "text" and value is not None and not isinstance(value, str):
+                value = raw  # a string setting: "2024" or "yes" stay as written
+        _set_path(overrides, path, value)
     return overrides
 
 
@@ -210,8 +251,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # its message quotes the offending line, which may hold a secret: only say where
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where} (quote values that start with * & ! % @ "
+                          f"or hold ': ' or ' #')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data

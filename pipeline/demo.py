@@ -8,6 +8,7 @@ from pipeline.batch import BatchJob, run as run_batch
 from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings
 from pipeline.provision import setup_all
+from pipeline.redact import redact_url
 
 
 def run(settings: Settings, samples: str, start_services: bool = True) -> int:
@@ -24,7 +25,7 @@ def run(settings: Settings, samples: str, start_services: bool = True) -> int:
         indexed = query.summarize(es, settings.elasticsearch.read_alias, query.QueryFilters())
     finally:
         es.close()
-    print(f"\nThe index '{settings.elasticsearch.read_alias}' at {settings.elasticsearch.url} now holds "
+    print(f"\nThe index '{settings.elasticsearch.read_alias}' at {redact_url(settings.elasticsearch.url)} now holds "
           f"{indexed['total']} posts ({indexed['pii_found']} with personal data).")
     print("""
 Try:

@@ -11,6 +11,8 @@ import sys
 from datetime import datetime, timezone
 
 from pipeline.config import LoggingSettings
+from pipeline.redact import redact_text
+from pipeline.terminal import printable
 
 # Beam logs these at WARNING for every batch on platforms without the resource module; they are noise.
 _NOISE = ("Resource module is not available", "apitools not found")
@@ -23,14 +25,15 @@ class _JsonFormatter(logging.Formatter):
                  **getattr(record, "fields", {})}
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return redact_text(json.dumps(entry, ensure_ascii=False, default=str))  # no user:password@ of any URL
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
-        return line + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
+        # A terminal reads this: control characters from data are shown as escapes, never executed.
+        fields = " ".join(f"{k}={printable(str(v))}" for k, v in getattr(record, "fields", {}).items())
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {printable(record.getMessage())} {fields}".rstrip()
+        return redact_text(line + ("\n" + self.formatException(record.exc_info) if record.exc_info else ""))
 
 
 def _not_noise(record: logging.LogRecord) -> bool:

@@ -28,6 +28,7 @@ from pipeline.batch import run as run_batch
 from pipeline.clients import elasticsearch_client
 from pipeline.config import ElasticsearchSettings, Settings
 from pipeline.io.sources import pages
+from pipeline.redact import redact_url
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(.*-)(\d{6})$")
@@ -148,5 +149,5 @@ def format_report(report: ReprocessReport, cfg: ElasticsearchSettings) -> str:
              f"  copied unchanged (raw post missing): {report.copied_unchanged}",
              f"  dead letters: {report.dead_letters}" + (f" -> {report.dead_letters_path}" if report.dead_letters else ""),
              f"  the old index {report.old_index} is kept for rollback; delete it with "
-             f"curl -X DELETE {cfg.url}/{report.old_index}"]
+             f"curl -X DELETE {redact_url(cfg.url)}/{report.old_index}"]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings
 from pipeline.enrich import EnrichPosts
 from pipeline.io.kafka_stream import STOP, ReadKafkaStream
+from pipeline.redact import redact_text
 from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload
 from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
 from pipeline.sinks.kafka import KafkaWriter
@@ -106,7 +107,7 @@ class IndexAndPublish(beam.DoFn):
                     raise
                 observability.INDEX_RETRIES.inc()
                 log.warning("elasticsearch unavailable, holding the batch",
-                            extra={"fields": {"posts": len(posts), "waited_s": round(waited), "error": str(exc)[:200]}})
+                            extra={"fields": {"posts": len(posts), "waited_s": round(waited), "error": redact_text(exc)[:200]}})
                 time.sleep(next(delays))
 
     def teardown(self) -> None:

@@ -21,6 +21,7 @@ from elasticsearch import ApiError, Elasticsearch
 
 from pipeline.config import ElasticsearchSettings
 from pipeline.documents import NEW_POST_AGENT_FIELDS, analyst_document, private_document
+from pipeline.redact import redact_url
 from pipeline.sinks.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class ElasticsearchBulkWriter:
                 pending, cause = retry, f"{len(retry)} documents throttled or failed"
             delay = next(delays, None)
             if delay is None:
-                raise IndexUnavailable(f"Elasticsearch at {self.cfg.url} did not accept {len(pending)} documents "
+                raise IndexUnavailable(f"Elasticsearch at {redact_url(self.cfg.url)} did not accept {len(pending)} documents "
                                        f"after {self.cfg.max_retries} retries ({cause})")
             log.warning("elasticsearch bulk retry", extra={"fields": {"cause": cause, "delay_s": round(delay, 2),
                                                                       "documents": len(pending)}})
