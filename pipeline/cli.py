@@ -52,11 +52,22 @@ def _batch(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.io.consumer_group import format_status, group_status
+    status = group_status(settings.kafka, args.group or settings.stream.group_id,
+                          args.topic or [settings.kafka.topics.raw])
+    print(json.dumps(status.to_dict()) if args.json else format_status(status))
+    return 0
+
+
 def _stream(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import stream
+    if args.status:
+        return _stream_status(settings, args)
     job = stream.StreamJob(topics=args.topic or [settings.kafka.topics.raw], group_id=args.group or settings.stream.group_id,
                            workers=args.workers, metrics_port=settings.stream.metrics_port if args.metrics_port is None
-                           else args.metrics_port, beam_args=args.beam_args)
+                           else args.metrics_port, beam_args=args.beam_args,
+                           instance_id=args.instance_id or settings.stream.instance_id)
     worker_argv = (["--config", args.config] if args.config else []) + ["stream"]
     worker_argv += [a for t in job.topics for a in ("--topic", t)] + ["--group", job.group_id]
     code = 1
@@ -321,6 +332,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--group", help="consumer group (default: stream.group_id)")
     sub.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group (default 1)")
     sub.add_argument("--metrics-port", type=int, help="Prometheus port (default: stream.metrics_port; 0 disables)")
+    sub.add_argument("--instance-id", help="static group membership id (default: stream.instance_id, else "
+                                           "<hostname>-<worker index>); a restart with the same id resumes at once")
+    sub.add_argument("--status", action="store_true",
+                     help="print the consumer group's members, assignment and lag, and exit (starts no worker)")
+    sub.add_argument("--json", action="store_true", help="with --status: one JSON object")
     sub.add_argument("beam_args", nargs=argparse.REMAINDER, help="after --: Beam pipeline options")
 
     sub = command("publish", _publish, "Send Post records from JSONL files to the raw-posts Kafka topic.")

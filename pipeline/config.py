@@ -139,6 +139,9 @@ class StreamSettings(_Section):
     max_outage_s: float = Field(ge=0)
     max_poll_interval_s: float = Field(ge=5)
     metrics_port: int = Field(ge=0, le=65535)
+    metrics_host: str = Field(min_length=1)
+    instance_id: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    unassigned_warn_s: float = Field(gt=0)
 
 
 class PiiSettings(_Section):

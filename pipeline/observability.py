@@ -21,11 +21,15 @@ STEP_BATCH_SIZE = Histogram("triage_step_batch_size", "Posts per model call of e
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 BATCH_SIZE = Histogram("triage_index_batch_size", "Posts per Elasticsearch bulk request",
                        buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000))
+ASSIGNED_PARTITIONS = Gauge("triage_assigned_partitions", "Partitions this worker holds in its consumer group")
+GROUP_LAG = Gauge("triage_group_lag", "Records behind the end of the topic for the whole consumer group", ["topic"])
+UNASSIGNED_SECONDS = Gauge("triage_unassigned_seconds",
+                           "How long this worker has held no partitions while its group had lag (0 when fine)")
 COMMITS = Counter("triage_offset_commits_total", "Offset commits after acknowledged writes", ["result"])
 INDEX_RETRIES = Counter("triage_index_retry_rounds_total", "Rounds of waiting for Elasticsearch to come back")
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on the port (0 disables)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on host:port (0 disables); loopback unless configured otherwise."""
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=host)

@@ -75,6 +75,8 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
         return dead_letter("invalid_utf8", f"not UTF-8: byte {exc.start} cannot be decoded", record)
     try:
         post = safe_json.loads(text)
+    except safe_json.JsonTooDeep as exc:
+        return dead_letter("nested_too_deep", str(exc), record)
     except safe_json.JsonInputError as exc:
         return dead_letter("invalid_json", str(exc), record)
     if not isinstance(post, dict):

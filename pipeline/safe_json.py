@@ -20,6 +20,10 @@ class JsonInputError(ValueError):
     """The bytes are not JSON we accept; the message says why (position or depth, never the content)."""
 
 
+class JsonTooDeep(JsonInputError):
+    """Valid or not, the JSON nests deeper than allowed (told apart so dead letters can count it)."""
+
+
 def depth(value: Any) -> int:
     """How deeply lists and objects nest in a parsed value (a scalar is 0), without recursion."""
     deepest, pending = 0, [(value, 1)]
@@ -48,11 +52,11 @@ def loads(data: Union[bytes, str], max_depth: int = MAX_DEPTH) -> Any:
     except UnicodeDecodeError as exc:
         raise JsonInputError(f"not UTF-8: byte {exc.start} cannot be decoded") from None
     except RecursionError:
-        raise JsonInputError(f"JSON nested deeper than {max_depth} levels") from None
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise JsonInputError("not JSON we accept: a number has too many digits") from None
     if depth(value) > max_depth:
-        raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

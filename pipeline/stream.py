@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,13 @@ class StreamJob:
     workers: int = 1
     metrics_port: int = 9464
     beam_args: Optional[list[str]] = None
+    instance_id: Optional[str] = None  # static group membership; None: <hostname>-<worker index>
+
+    def worker_instance_id(self, index: int = 0) -> str:
+        """Worker `index`'s id: the same after every restart, so it takes its partitions back at once."""
+        if self.workers == 1 and self.instance_id:
+            return self.instance_id
+        return f"{self.instance_id or socket.gethostname()}-{index}"
 
 
 class IndexAndPublish(beam.DoFn):
@@ -145,7 +153,8 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
     """The streaming graph. Kept fused (no Flatten, GroupByKey or windowing): see the module docstring."""
     cfg = settings.stream
     records = (pipeline | "Start" >> beam.Create([None])
-               | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id, cfg)))
+               | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id, cfg,
+                                                                job.worker_instance_id())))
     enriched = records | "Enrich" >> EnrichPosts(settings)
     enriched["enriched"] | "IndexAndPublish" >> beam.ParDo(IndexAndPublish(settings))
     for i, letters in enumerate(enriched["dead_letters"]):
@@ -183,8 +192,9 @@ def run_worker(settings: Settings, job: StreamJob) -> int:
     check_connections(settings)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    observability.serve(job.metrics_port)
+    observability.serve(job.metrics_port, settings.stream.metrics_host)
     log.info("stream started", extra={"fields": {"topics": job.topics, "group": job.group_id,
+                                                 "instance": job.worker_instance_id(),
                                                  "metrics_port": job.metrics_port}})
     args = ["--runner=FnApiRunner", "--streaming", *(job.beam_args or [])]
     with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
@@ -203,7 +213,7 @@ def run(settings: Settings, job: StreamJob, worker_argv: list[str]) -> int:
     def spawn(i: int) -> subprocess.Popen[bytes]:
         port = str(job.metrics_port + i if job.metrics_port else 0)
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *worker_argv, "--workers", "1",
-                                 "--metrics-port", port])
+                                 "--metrics-port", port, "--instance-id", job.worker_instance_id(i)])
 
     workers = {i: spawn(i) for i in range(job.workers)}
     log.info("supervising workers", extra={"fields": {"workers": job.workers,

@@ -20,6 +20,7 @@ POISON = {
     "text_too_long": json.dumps({"id": "t:long", "source": "blog", "text": "lang " * 5000}).encode(),
     "schema_violation": b'{"id": "t:noschema", "source": "twitter", "body": "text is missing"}',
     "not_an_object": b'["a", "list"]',
+    "nested_too_deep": b"[" * 10_000 + b"]" * 10_000,  # once a RecursionError that ended the run with no output
 }
 
 

@@ -64,7 +64,7 @@ class StreamHarness:
                                        "dead_letter": f"{name}.dead"}},
                   "elasticsearch": {**server["overrides"].get("elasticsearch", {}), "index_prefix": name,
                                     "max_retries": 3, "retry_backoff_s": 0.2},
-                  "stream": {"group_id": name, "metrics_port": 0, "max_outage_s": 120},
+                  "stream": {"group_id": name, "metrics_port": 0, "max_outage_s": 120, "unassigned_warn_s": 5},
                   "logging": {"level": "INFO", "format": "json"}}
         if steps:
             config["enrichment"] = {"steps": steps}
@@ -183,13 +183,14 @@ def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harnes
     h.start_worker()
     poison = [(None, b"\x00\xff garbage bytes"), ("p:schema", b'{"id": "p:schema", "source": "twitter"}'),
               ("p:empty", b'{"id": "p:empty", "source": "twitter", "text": "  "}'),
-              ("p:huge", json.dumps({"id": "p:huge", "source": "blog", "text": "x" * 5_000_000}).encode())]
+              ("p:huge", json.dumps({"id": "p:huge", "source": "blog", "text": "x" * 5_000_000}).encode()),
+              ("p:deep", b"[" * 10_000 + b"]" * 10_000)]  # once a RecursionError that crashed every start
     good = _posts(20, "good")
     h.produce(good[:10] + poison + good[10:])
     h.wait_for_count(20, 90, "the 20 good posts in the index")
     letters = h.consume(h.settings.kafka.topics.dead_letter, len(poison))
     reasons = sorted(dict(m.headers)["triage.reason_code"].decode() for m in letters)
-    assert reasons == ["empty_text", "invalid_utf8", "oversized_record", "schema_violation"]
+    assert reasons == ["empty_text", "invalid_utf8", "nested_too_deep", "oversized_record", "schema_violation"]
     assert sorted(m.value for m in letters) == sorted(value for _, value in poison)
     for message in letters:
         assert dict(message.headers)["triage.origin"].decode().startswith(f"kafka:{h.settings.kafka.topics.raw}/")
@@ -215,6 +216,78 @@ def test_kill_9_at_random_moments_loses_nothing_and_indexes_once(harness_factory
     ids = h.indexed_ids()
     assert len(ids) == len(set(ids)) == 5000
     assert h.consume(h.settings.kafka.topics.dead_letter, 1, timeout_ms=3000) == []
+    assert h.stop_all()[-1] == 0
+
+
+def _log_events(log: Path) -> list[dict]:
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass  # Beam's and the runtime's own lines
+    return events
+
+
+def _first(events: list[dict], event: str) -> dict:
+    return next(e for e in events if e.get("event") == event)
+
+
+def _seconds(start: dict, end: dict) -> float:
+    from datetime import datetime
+    return (datetime.fromisoformat(end["ts"]) - datetime.fromisoformat(start["ts"])).total_seconds()
+
+
+def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_15_s(harness_factory) -> None:
+    """On noida-db a kill -9 once left the group rebalancing for good: the replacement got nothing."""
+    h = harness_factory()
+    posts = _posts(600, "replace")
+    worker = h.start_worker()
+    h.produce(posts[:300])
+    h.wait_for_count(300, 120, "the first 300 posts")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    h.produce(posts[300:])
+    h.start_worker()  # what a supervisor does: same host, same worker index, same instance id
+    h.wait_for_count(600, 120, "all 600 posts after the replacement started")
+    events = _log_events(h.logs / "worker-1.log")
+    waited = _seconds(_first(events, "stream started"), _first(events, "partitions assigned"))
+    assert waited < 15, f"the replacement waited {waited:.1f} s for its partitions"
+    assert len(set(h.indexed_ids())) == 600
+    assert h.stop_all()[-1] == 0
+
+
+def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_factory, kafka_server: dict) -> None:
+    from pipeline.cli import main
+    h = harness_factory()
+    first = h.start_worker("--instance-id", "first")
+    h.produce(_posts(50, "status"))
+    h.wait_for_count(50, 120, "50 posts")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--status", "--json"], cwd=ROOT,
+                         env=dict(os.environ, TRIAGE_CONFIG=str(h.config_file)), capture_output=True, text=True,
+                         timeout=60)
+    status = json.loads(out.stdout)
+    assert status["group"] == h.settings.stream.group_id and status["lag"] == 0
+    assert [m["instance_id"] for m in status["members"]] == ["first"]
+    assert {p["owner"] for p in status["partitions"]} == {"first"}
+    if kafka_server["name"] != "noida":
+        assert h.stop_all() == [0]
+        return  # only noida-db keeps a killed member for good, which is what leaves a worker unassigned
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    h.produce(_posts(30, "behind"))
+    h.start_worker("--instance-id", "second")  # not the dead worker's id: the broker waits for "first"
+    wait_until(lambda: any(e.get("event", "").startswith("worker holds no partitions")
+                           for e in _log_events(h.logs / "worker-1.log")), 90, "the unassigned warning")
+    warning = next(e for e in _log_events(h.logs / "worker-1.log")
+                   if e.get("event", "").startswith("worker holds no partitions"))
+    assert warning["lag"] >= 30 and warning["instance"] == "second"
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--status"], cwd=ROOT,
+                         env=dict(os.environ, TRIAGE_CONFIG=str(h.config_file)), capture_output=True, text=True,
+                         timeout=60)
+    assert "(unassigned)" in out.stdout and "member second" in out.stdout
+    h.start_worker("--instance-id", "first")  # the dead worker's own id comes back: the group recovers
+    h.wait_for_count(80, 120, "the 30 posts that waited")
     assert h.stop_all()[-1] == 0
 
 
