@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline.bench import read_posts
 from pipeline.clients import elasticsearch_client, kafka_options
 from pipeline.config import Settings, load_settings
+from pipeline.documents import doc_key
 from pipeline.provision import setup_all, teardown_all
 from pipeline.redact import redact_url
 from pipeline.sinks.kafka import producer
@@ -103,9 +104,9 @@ def run(base: Settings, samples: str, duration_s: float, workdir: str, config: O
             post = {**posts[counter % len(posts)], "id": f"{phase}:{counter}"}
             counter += 1
             with poller.lock:
-                poller.sent[post["id"]] = time.monotonic()
+                poller.sent[doc_key(post["id"])] = time.monotonic()  # the index knows posts by this key
             kafka.send(settings.kafka.topics.raw, key=post["id"].encode(), value=json.dumps(post).encode())
-            ids.append(post["id"])
+            ids.append(doc_key(post["id"]))
             if rate:
                 time.sleep(max(0.0, started + len(ids) / rate - time.monotonic()))
         kafka.flush()

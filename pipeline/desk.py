@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Optional
 
@@ -19,11 +20,12 @@ from elasticsearch.helpers import scan
 
 from models.datasets import INTENT_LABELS, SENTIMENT_LABELS
 from pipeline.config import ElasticsearchSettings
-from pipeline.documents import joined
+from pipeline.documents import doc_key, joined
 from pipeline.terminal import printable
 
 OPEN_STATUSES = ("new", "claimed")
 _ATTEMPTS = 5
+_DOC_KEY = re.compile(r"[0-9a-f]{32}")
 Agent = dict[str, Any]
 
 
@@ -61,17 +63,22 @@ def queue(es: Elasticsearch, cfg: ElasticsearchSettings, queue_name: Optional[st
             "posts": [joined(h["_source"], raw.get(h["_id"])) for h in hits]}
 
 
+def document_id(post_id: str) -> str:
+    """The document of a post id as agents see it, or of the hashed id the analysts' side shows."""
+    return post_id if _DOC_KEY.fullmatch(post_id) else doc_key(post_id)
+
+
 def _change(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str,
             decide: Callable[[dict[str, Any]], Agent]) -> dict[str, Any]:
     """Apply `decide(post) -> new agent fields` with optimistic concurrency; re-decide on a conflict."""
     for _ in range(_ATTEMPTS):
         try:
-            current = es.get(index=cfg.read_alias, id=post_id)
+            current = es.get(index=cfg.read_alias, id=document_id(post_id))
         except NotFoundError:
             raise DeskError(f"no post with id {post_id}") from None
         agent = {**decide(current["_source"]), "updated_at": _now()}
         try:
-            es.update(index=current["_index"], id=post_id, doc={"agent": agent}, refresh="wait_for",
+            es.update(index=current["_index"], id=current["_id"], doc={"agent": agent}, refresh="wait_for",
                       if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
             return {**current["_source"], "agent": {**current["_source"].get("agent", {}), **agent}}
         except ConflictError:
@@ -147,10 +154,10 @@ def relabel(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: 
 def add_note(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: str, note: str) -> None:
     """Append a note beside the raw post (private index), with the same concurrency guard."""
     for _ in range(_ATTEMPTS):
-        current = es.get(index=cfg.private_index, id=post_id)
+        current = es.get(index=cfg.private_index, id=document_id(post_id))
         notes = [*current["_source"].get("agent_notes", []), {"by": agent, "at": _now(), "text": note}]
         try:
-            es.update(index=cfg.private_index, id=post_id, doc={"agent_notes": notes},
+            es.update(index=cfg.private_index, id=current["_id"], doc={"agent_notes": notes},
                       if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
             return
         except ConflictError:

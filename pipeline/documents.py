@@ -4,10 +4,17 @@ Analysts and dashboards read the posts index, which must never hold personal dat
 redacted text and title, the labels, the routing and the agents' workflow fields. The raw post
 (text, title, url, author identity, source metadata) and the personal-data spans go to a separate
 private index that only agents and the pipeline may read (schemas/elasticsearch/roles.json). Both
-documents share the post id, so the agents' tools join them with one mget.
+documents share one document id, so the agents' tools join them with one mget.
+
+That document id, and every post id the analysts' document carries (id, thread_id, reply_to_id),
+is a hash of the post id, never the id itself: ids are made by sources and senders and can carry
+personal data (a webhook id with an e-mail address, a forum thread named after a customer). The
+hash is stable, so redelivery still overwrites and threads still group; the raw ids live only in
+the private document. It is a hash, not encryption: someone who guesses a whole id can confirm it.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Optional
 
 from pipeline.records import POST_FIELDS, public
@@ -16,12 +23,25 @@ Document = dict[str, Any]
 
 # Post fields that may carry personal data; they exist only in the private index.
 PRIVATE_POST_FIELDS = ("text", "title", "url", "metadata", "author")
+# Post ids: hashed in the analysts' document, raw in the private one.
+IDENTIFIER_FIELDS = ("id", "thread_id", "reply_to_id")
 NEW_POST_AGENT_FIELDS = {"status": "new"}
+# Fields the agents own in each document: a new version of a post replaces everything else.
+ANALYST_AGENT_FIELDS = ("agent",)
+PRIVATE_AGENT_FIELDS = ("agent_notes",)
+
+
+def doc_key(post_id: str) -> str:
+    """The Elasticsearch _id of a post in both indices (and its id on the analysts' side)."""
+    return hashlib.sha256(post_id.encode("utf-8")).hexdigest()[:32]
 
 
 def analyst_document(post: Document) -> Document:
     """The redacted document: everything an analyst may see, and nothing else."""
     doc = {k: v for k, v in public(post).items() if k not in PRIVATE_POST_FIELDS}
+    for name in IDENTIFIER_FIELDS:
+        if isinstance(doc.get(name), str):
+            doc[name] = doc_key(doc[name])
     followers = (post.get("author") or {}).get("followers")
     if followers is not None:
         doc["author"] = {"followers": followers}
@@ -42,6 +62,6 @@ def joined(analyst: Document, private: Optional[Document]) -> Document:
     """An agent's view of a post: the analyst fields plus the raw text and author (when readable)."""
     if not private:
         return dict(analyst)
-    raw = {k: v for k, v in private.items() if k in PRIVATE_POST_FIELDS}
+    raw = {k: v for k, v in private.items() if k in PRIVATE_POST_FIELDS + IDENTIFIER_FIELDS}
     return {**analyst, **raw, "pii_spans": private.get("pii_spans", []),
             "agent_notes": private.get("agent_notes", [])}

@@ -14,6 +14,7 @@ from typing import Iterator
 import pytest
 
 from conftest import ROOT, SAMPLES, own_names
+from pipeline.documents import doc_key
 from pipeline import desk
 from pipeline.cli import main
 from pipeline.clients import elasticsearch_client
@@ -50,8 +51,8 @@ def test_queues_hold_every_post_with_the_routing_of_the_batch_output(
     indexed = {h["_id"]: h["_source"] for h in es_desk.search(index=cfg.read_alias, size=1000)["hits"]["hits"]}
     assert len(indexed) == len(enriched_samples)
     for post in enriched_samples:
-        assert indexed[post["id"]]["triage"] == post["triage"], post["id"]
-        assert indexed[post["id"]]["agent"]["status"] == "new"
+        assert indexed[doc_key(post["id"])]["triage"] == post["triage"], post["id"]
+        assert indexed[doc_key(post["id"])]["agent"]["status"] == "new"
         triage = post["triage"]
         if triage["queue"] == "spam":
             assert triage["due_at"] is None
@@ -114,7 +115,7 @@ def test_two_agents_cannot_claim_the_same_post(desk_settings: Settings, capsys: 
         t.join()
     assert outcomes.count("refused") == 3
     es = elasticsearch_client(cfg)
-    winner = es.get(index=cfg.read_alias, id=contested)["_source"]["agent"]["assignee"]
+    winner = es.get(index=cfg.read_alias, id=doc_key(contested))["_source"]["agent"]["assignee"]
     es.close()
     assert [o for o in outcomes if o != "refused"] == [winner]
 
@@ -129,7 +130,7 @@ def test_answer_relabel_export_and_reprocess_keep_the_agents_work(
     capsys.readouterr()
     assert main(["relabel", post_id, "--intent", "angry"]) == 1
     assert "unknown intent" in capsys.readouterr().err
-    before = es_desk.get(index=cfg.read_alias, id=post_id)["_source"]["agent"]
+    before = es_desk.get(index=cfg.read_alias, id=doc_key(post_id))["_source"]["agent"]
     assert (before["status"], before["assignee"], before["corrected"]["intent"]) == ("answered", "carla", "complaint")
     assert before["within_sla"] is False  # the sample posts are days old: every deadline has passed
 
@@ -140,11 +141,11 @@ def test_answer_relabel_export_and_reprocess_keep_the_agents_work(
     labels = tmp_path / "labels.jsonl"
     assert main(["export-labels", "--out", str(labels)]) == 0
     rows = [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines()]
-    assert [(r["id"], r["label"], r["sentiment"]) for r in rows] == [(post_id, "complaint", "negative")]
+    assert [(r["id"], r["label"], r["sentiment"]) for r in rows] == [(doc_key(post_id), "complaint", "negative")]
 
     # A post whose raw document is gone cannot be re-enriched: it must still survive.
     orphan = _first_open(desk_settings, "social")
-    es_desk.delete(index=cfg.private_index, id=orphan, refresh=True)
+    es_desk.delete(index=cfg.private_index, id=doc_key(orphan), refresh=True)
     total = es_desk.count(index=cfg.read_alias)["count"]
 
     capsys.readouterr()
@@ -155,11 +156,11 @@ def test_answer_relabel_export_and_reprocess_keep_the_agents_work(
     assert set(aliases) == {f"{cfg.index_prefix}-000002"}
     es_desk.indices.refresh(index=cfg.read_alias)
     assert es_desk.count(index=cfg.read_alias)["count"] == total
-    after = es_desk.get(index=cfg.read_alias, id=post_id)
+    after = es_desk.get(index=cfg.read_alias, id=doc_key(post_id))
     assert after["_index"].endswith("-000002")
     assert after["_source"]["agent"] == before
-    assert es_desk.exists(index=cfg.read_alias, id=orphan)
-    notes = es_desk.get(index=cfg.private_index, id=post_id)["_source"]["agent_notes"]
+    assert es_desk.exists(index=cfg.read_alias, id=doc_key(orphan))
+    notes = es_desk.get(index=cfg.private_index, id=doc_key(post_id))["_source"]["agent_notes"]
     assert [n["text"] for n in notes] == ["Per DM geklärt"]
     assert main(["export-labels", "--out", str(labels)]) == 0
     assert len(labels.read_text(encoding="utf-8").splitlines()) == 1
@@ -177,7 +178,8 @@ def test_no_personal_data_from_the_held_out_pii_set_reaches_the_posts_index(
     es_desk.indices.refresh(index=f"{cfg.read_alias},{cfg.private_index}")
     values = {row["text"][s["start"]:s["end"]] for row in rows for s in row["spans"]}
     query = {"prefix": {"id": "pii-eval:"}}
-    analyst = es_desk.search(index=cfg.read_alias, query=query, size=1000)["hits"]["hits"]
+    keys = [doc_key(f"pii-eval:{i}") for i in range(len(rows))]
+    analyst = es_desk.search(index=cfg.read_alias, query={"terms": {"id": keys}}, size=1000)["hits"]["hits"]
     assert len(analyst) == len(rows)
     stored = "\n".join(json.dumps(hit["_source"], ensure_ascii=False) for hit in analyst)
     assert [v for v in values if v in stored] == []

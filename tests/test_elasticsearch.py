@@ -12,6 +12,7 @@ from conftest import SAMPLES
 from pipeline.cli import main
 from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings
+from pipeline.documents import doc_key
 from pipeline.provision import first_index_name, setup_all
 from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
 
@@ -41,25 +42,48 @@ def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, 
     es.indices.refresh(index=alias)
     assert es.count(index=alias)["count"] == indexed_samples
     first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[0])
-    doc = es.get(index=alias, id=first["id"])["_source"]
+    doc = es.get(index=alias, id=doc_key(first["id"]))["_source"]
     assert doc["language"]["code"] in ("de", "en", "und")
     assert doc["agent"] == {"status": "new"}
     assert "text" not in doc and "text_redacted" in doc
-    assert es.get(index=live.elasticsearch.private_index, id=first["id"])["_source"]["text"] == first["text"]
+    assert es.get(index=live.elasticsearch.private_index, id=doc_key(first["id"]))["_source"]["text"] == first["text"]
 
 
 def test_a_redelivered_post_keeps_the_agents_fields(live: Settings, es, indexed_samples: int) -> None:
     alias = live.elasticsearch.read_alias
     first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[1])
-    es.update(index=alias, id=first["id"], doc={"agent": {"status": "claimed", "assignee": "mia"}}, refresh=True)
+    es.update(index=alias, id=doc_key(first["id"]), doc={"agent": {"status": "claimed", "assignee": "mia"}}, refresh=True)
     try:
         assert ElasticsearchBulkWriter(es, live.elasticsearch).write([{**first, "text_redacted": "neu"}]) == []
         es.indices.refresh(index=alias)
-        doc = es.get(index=alias, id=first["id"])["_source"]
+        doc = es.get(index=alias, id=doc_key(first["id"]))["_source"]
         assert doc["agent"] == {"status": "claimed", "assignee": "mia"}
         assert doc["text_redacted"] == "neu"
     finally:
-        es.update(index=alias, id=first["id"], doc={"agent": {"status": "new", "assignee": None}}, refresh=True)
+        es.update(index=alias, id=doc_key(first["id"]), doc={"agent": {"status": "new", "assignee": None}}, refresh=True)
+
+
+def test_a_post_id_written_twice_ends_as_exactly_its_last_version(live: Settings, es) -> None:
+    cfg = live.elasticsearch
+    first = {"id": "test:dup-1", "source": "forum", "text": "Erste Fassung", "title": "Alter Titel",
+             "url": "https://forum.example/t/1", "author": {"name": "Max", "handle": "max"},
+             "text_redacted": "Erste Fassung", "created_at": "2026-11-02T10:00:00Z"}
+    second = {"id": "test:dup-1", "source": "forum", "text": "Zweite Fassung", "text_redacted": "Zweite Fassung",
+              "created_at": "2026-11-02T10:05:00Z"}
+    key = doc_key(first["id"])
+    writer = ElasticsearchBulkWriter(es, cfg)
+    assert writer.write([first, second]) == []  # both versions in one bulk request
+    es.indices.refresh(index=[cfg.read_alias, cfg.private_index])
+    private = es.get(index=cfg.private_index, id=key)["_source"]
+    assert private["text"] == "Zweite Fassung" and not {"title", "url", "author"} & set(private)
+    assert es.get(index=cfg.read_alias, id=key)["_source"]["text_redacted"] == "Zweite Fassung"
+    es.update(index=cfg.read_alias, id=key, doc={"agent": {"status": "claimed", "assignee": "mia"}}, refresh=True)
+    es.update(index=cfg.private_index, id=key, doc={"agent_notes": [{"by": "mia", "note": "angerufen"}]}, refresh=True)
+    assert writer.write([first]) == []  # and again in a later one: the agents' fields stay, the rest is replaced
+    es.indices.refresh(index=[cfg.read_alias, cfg.private_index])
+    analyst, private = es.get(index=cfg.read_alias, id=key)["_source"], es.get(index=cfg.private_index, id=key)["_source"]
+    assert analyst["agent"] == {"status": "claimed", "assignee": "mia"} and analyst["created_at"] == first["created_at"]
+    assert private["title"] == "Alter Titel" and private["agent_notes"] == [{"by": "mia", "note": "angerufen"}]
 
 
 def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Settings, es) -> None:
@@ -71,8 +95,8 @@ def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Sett
     assert "created_at" in rejected[0].reason or "parse" in rejected[0].reason
     assert "XYZ" not in rejected[0].reason
     es.indices.refresh(index=live.elasticsearch.read_alias)
-    assert es.exists(index=live.elasticsearch.read_alias, id="test:good-1")
-    es.delete(index=live.elasticsearch.write_alias, id="test:good-1", refresh=True)
+    assert es.exists(index=live.elasticsearch.read_alias, id=doc_key("test:good-1"))
+    es.delete(index=live.elasticsearch.write_alias, id=doc_key("test:good-1"), refresh=True)
 
 
 class _ThrottlingElasticsearch(BaseHTTPRequestHandler):

@@ -25,6 +25,7 @@ from conftest import ROOT, SAMPLES, consume_all
 from pipeline import services
 from pipeline.clients import elasticsearch_client
 from pipeline.config import Settings, load_settings
+from pipeline.documents import doc_key
 from pipeline.provision import setup_all
 from pipeline.sinks.kafka import producer
 
@@ -94,10 +95,16 @@ class StreamHarness:
             future.get(timeout=60)  # a send that failed would otherwise look like a post the job lost
 
     def indexed_ids(self) -> list[str]:
+        """The post ids in the index (one entry per redacted document), read back from the private documents."""
         from elasticsearch.helpers import scan
-        alias = self.settings.elasticsearch.read_alias
-        self.es.indices.refresh(index=alias)
-        return [hit["_id"] for hit in scan(self.es, index=alias, query={"query": {"match_all": {}}}, _source=False)]
+        cfg = self.settings.elasticsearch
+        self.es.indices.refresh(index=[cfg.read_alias, cfg.private_index])
+        keys = [hit["_id"] for hit in scan(self.es, index=cfg.read_alias, query={"query": {"match_all": {}}},
+                                           _source=False)]
+        raw = {hit["_id"]: hit["_source"]["id"] for hit in scan(self.es, index=cfg.private_index, _source=["id"],
+                                                                 query={"query": {"match_all": {}}})}
+        assert sorted(raw) == sorted(set(keys)), "every redacted document has its private one"
+        return [raw[key] for key in keys]
 
     def count(self) -> int:
         alias = self.settings.elasticsearch.read_alias
@@ -169,7 +176,7 @@ def test_posts_are_enriched_into_the_index_and_the_enriched_topic(harness_factor
     posts = _posts(40, "e2e")
     h.produce(posts)
     h.wait_for_count(40, 180, "40 posts in the index")
-    doc = h.es.get(index=h.settings.elasticsearch.read_alias, id="e2e:0")["_source"]
+    doc = h.es.get(index=h.settings.elasticsearch.read_alias, id=doc_key("e2e:0"))["_source"]
     assert {"language", "pii", "sentiment", "intent", "text_redacted"} <= set(doc)
     assert "_produced_ms" not in doc
     enriched = h.consume(h.settings.kafka.topics.enriched, 40)

@@ -1,9 +1,11 @@
 """Bulk indexing of enriched posts with deterministic ids, bounded retries and per-document rejections.
 
 Each post becomes two documents (pipeline/documents.py): a redacted one in the posts write alias and
-a raw one in the private index. Both use the post id as _id, so a re-run or a redelivery overwrites
-instead of duplicating. Both are upserts that only replace the pipeline's fields: the agents' fields
-(`agent.*`, `agent_notes`) survive a redelivery or a reprocess, and a new post starts as status 'new'.
+a raw one in the private index. Both use a hash of the post id as _id (documents.doc_key), so a re-run
+or a redelivery overwrites instead of duplicating. Each write replaces the whole document except the
+agents' fields (`agent.*`, `agent_notes`), which survive a redelivery or a reprocess: a post id sent
+twice ends as exactly its last version (a partial update would have kept the first version's title,
+author or url), and a new post starts as status 'new'.
 Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
 documents that failed; any other per-document error is a rejection returned to the caller with a
 reason that names the field and the error type but never the value.
@@ -20,12 +22,24 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
 from pipeline.config import ElasticsearchSettings
-from pipeline.documents import NEW_POST_AGENT_FIELDS, analyst_document, private_document
+from pipeline.documents import (ANALYST_AGENT_FIELDS, NEW_POST_AGENT_FIELDS, PRIVATE_AGENT_FIELDS,
+                                analyst_document, doc_key, private_document)
 from pipeline.redact import redact_url
 from pipeline.sinks.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# Replace the document, keeping the fields named in params.keep (the agents' own) as they are.
+_REPLACE_KEEPING = ("Map kept = new HashMap(); for (String f : params.keep) { if (ctx._source.containsKey(f)) "
+                    "{ kept.put(f, ctx._source.get(f)); } } ctx._source.clear(); ctx._source.putAll(params.doc); "
+                    "ctx._source.putAll(kept);")
+
+
+def _replace(index: str, key: str, doc: dict[str, Any], keep: tuple[str, ...], upsert: dict[str, Any]) -> list[str]:
+    """The two bulk lines that write `doc` whole, keeping the agents' fields, or create it as `upsert`."""
+    return [json.dumps({"update": {"_index": index, "_id": key}}),
+            json.dumps({"script": {"source": _REPLACE_KEEPING, "params": {"doc": doc, "keep": list(keep)}},
+                        "upsert": upsert}, ensure_ascii=False)]
 
 
 class Rejection(NamedTuple):
@@ -55,12 +69,9 @@ class ElasticsearchBulkWriter:
         """One result per post: the worse of its two documents' results."""
         operations: list[str] = []
         for post in posts:
-            doc = analyst_document(post)
-            operations.append(json.dumps({"update": {"_index": self.index, "_id": post["id"]}}))
-            operations.append(json.dumps({"doc": doc, "upsert": {**doc, "agent": NEW_POST_AGENT_FIELDS}},
-                                         ensure_ascii=False))
-            operations.append(json.dumps({"update": {"_index": self.cfg.private_index, "_id": post["id"]}}))
-            operations.append(json.dumps({"doc": private_document(post), "doc_as_upsert": True}, ensure_ascii=False))
+            key, doc, private = doc_key(post["id"]), analyst_document(post), private_document(post)
+            operations += _replace(self.index, key, doc, ANALYST_AGENT_FIELDS, {**doc, "agent": NEW_POST_AGENT_FIELDS})
+            operations += _replace(self.cfg.private_index, key, private, PRIVATE_AGENT_FIELDS, private)
         response = self.es.bulk(operations="\n".join(operations) + "\n")
         results = [next(iter(item.values())) for item in response["items"]]
         return [max(pair, key=lambda r: r["status"]) for pair in zip(results[::2], results[1::2])]
