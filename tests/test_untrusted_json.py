@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -47,3 +48,41 @@ def test_untrusted_json_is_refused_with_a_reason(payload: bytes, reason: str) ->
 
 def test_json_at_the_depth_limit_is_accepted() -> None:
     assert safe_json.depth(safe_json.loads(b"[" * 64 + b"]" * 64)) == 64
+
+
+header_values = st.text(max_size=80) | st.sampled_from(["-1", "abc", "sha256=" + "0" * 64, "1800000000", ""])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(body=payloads, headers=st.dictionaries(st.sampled_from(["X-Triage-Timestamp", "X-Triage-Signature",
+                                                                "Authorization", "Content-Type", "X-Other"]),
+                                               header_values), signed=st.booleans(),
+       path=st.sampled_from(["/posts", "/posts/", "/", "/pöst"]))
+def test_the_webhook_answers_any_request_with_a_2xx_or_4xx(webhook_receiver: Any, body: bytes, headers: dict,
+                                                            signed: bool, path: str) -> None:
+    from connectors.webhook import signed_headers
+    receiver, now = webhook_receiver, 1_800_000_000.0
+    if signed:  # a correct signature, so the body itself gets parsed and validated
+        headers = {**headers, **signed_headers("s3cret", body, now)}
+    status, answer = receiver.handle(path, headers, body, now=now)
+    assert 200 <= status < 500 and isinstance(answer, dict)
+    assert status < 300 or isinstance(answer.get("error"), str)
+
+
+@pytest.fixture(scope="module")
+def webhook_receiver() -> Iterator[Any]:
+    """A webhook receiver (HMAC mode) whose writer only checks that accepted posts can be sent."""
+    from connectors.webhook import WebhookReceiver
+    from pipeline.config import load_settings
+    from pipeline.records import post_payload
+
+    class CheckingWriter:
+        def write_posts(self, topic: str, posts: list) -> None:
+            for post in posts:
+                post_payload(post)
+
+    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", load_settings().kafka, CheckingWriter(),  # type: ignore[arg-type]
+                               replay_cache_size=100_000)
+    yield receiver
+    receiver.server.server_close()
