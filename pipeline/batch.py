@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -131,11 +132,29 @@ def _write_dead_letters(letters: beam.PCollection, target: Target, settings: Set
         raise ValueError("dead letters go to a JSONL file or a Kafka topic, not to an index")
 
 
+def _count_extra_versions(id_count: tuple[str, int]) -> None:
+    if id_count[1] > 1:
+        Metrics.counter(SUMMARY_NAMESPACE, "duplicate_ids").inc(id_count[1] - 1)
+
+
+def _count_duplicate_ids(posts: beam.PCollection) -> None:
+    """A post id that comes more than once ends as one document (the version written last, whole);
+    the summary says how many extra versions there were, so nobody wonders why counts differ."""
+    (posts | "PostIds" >> beam.Map(lambda post: (post["id"], 1)) | "CountPerId" >> beam.CombinePerKey(sum)
+     | "CountDuplicateIds" >> beam.Map(_count_extra_versions))
+
+
+def targets(settings: Settings, job: BatchJob) -> tuple[Target, Target]:
+    """Where the job writes: (output, dead-letter) targets."""
+    topics, es = settings.kafka.topics, settings.elasticsearch
+    output = Target.parse(job.output, topics.enriched, es.write_alias)
+    return output, Target.parse(job.dead_letters or default_dead_letters(output), topics.dead_letter, es.write_alias)
+
+
 def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[Target, Target]:
     """Add the whole batch graph to `pipeline`; returns (output, dead-letter) targets."""
     topics, es = settings.kafka.topics, settings.elasticsearch
-    output = Target.parse(job.output, topics.enriched, es.write_alias)
-    dead_target = Target.parse(job.dead_letters or default_dead_letters(output), topics.dead_letter, es.write_alias)
+    output, dead_target = targets(settings, job)
     inputs = [Target.parse(spec, topics.raw, es.read_alias) for spec in job.inputs]
     files = [t.name for t in inputs if t.kind == "file"]
     local = files and len(files) == len(inputs) and not any("://" in f for f in files)
@@ -151,6 +170,7 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[T
     records = reads[0] if len(reads) == 1 else reads | "MergeInputs" >> beam.Flatten()
     records = records | "ReportProgress" >> beam.ParDo(ReportProgress(total))
     enriched = records | "Enrich" >> EnrichPosts(settings)
+    _count_duplicate_ids(enriched["enriched"])
     rejected = _write_posts(enriched["enriched"], output, settings)
     dead = [*enriched["dead_letters"], *rejected]
     _write_dead_letters(dead | "AllDeadLetters" >> beam.Flatten(), dead_target, settings)
@@ -164,7 +184,8 @@ def run(settings: Settings, job: BatchJob) -> Summary:
     if not any(arg.startswith("--runner") for arg in args):
         args.append("--runner=FnApiRunner")
     started = time.monotonic()
-    with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
+    files = [target.name for target in targets(settings, job) if target.kind == "file"]
+    with sinks.remove_temp_dirs_on_failure(files), beam.Pipeline(options=PipelineOptions(args)) as pipeline:
         output, dead_target = build(pipeline, settings, job)
     result = pipeline.result
     counters = {

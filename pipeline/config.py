@@ -142,6 +142,7 @@ class StreamSettings(_Section):
     metrics_host: str = Field(min_length=1)
     instance_id: Optional[str] = Field(default=None, min_length=1, max_length=200)
     unassigned_warn_s: float = Field(gt=0)
+    max_record_attempts: int = Field(default=3, ge=1, le=100)
 
 
 class PiiSettings(_Section):

@@ -19,6 +19,8 @@ class RawRecord(NamedTuple):
     payload: bytes
     origin: str  # where it came from: "file:PATH", "kafka:TOPIC/PARTITION/OFFSET", "es:INDEX/ID"
     produced_ms: Optional[int] = None  # when it was written to Kafka, for end-to-end latency
+    # > 0: workers stopped this many times while processing it (pipeline/io/kafka_stream.py); not processed again
+    failed_attempts: int = 0
 
 
 # The fields of the Post schema: what a source delivers and what reprocessing reads back.
@@ -66,6 +68,9 @@ def post_payload(post: dict[str, Any]) -> bytes:
 
 def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) -> dict[str, Any] | DeadLetter:
     """Decode and validate one raw record as a Post, or say exactly why it cannot be one."""
+    if record.failed_attempts >= 1:  # a poison pill: processing it again would stop another worker
+        return dead_letter("poison_record",
+                           f"a worker stopped {record.failed_attempts} times while processing this record", record)
     size = len(record.payload)
     if size > max_record_bytes:
         return dead_letter("oversized_record", f"record is {size} bytes, limit is {max_record_bytes}", record)

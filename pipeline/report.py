@@ -20,6 +20,9 @@ def format_batch_summary(summary: Summary) -> str:
         f"{printable(destination)}",
         f"  personal data found in {summary.count('pii_found')} posts",
     ]
+    if summary.count("duplicate_ids"):
+        lines.append(f"  duplicate post ids: {summary.count('duplicate_ids')} extra versions "
+                     "(each id is stored once, as one whole version)")
     lines += _table("by source", summary.breakdown("source"))
     lines += _table("by language", summary.breakdown("language"))
     lines += _table("personal data by type", summary.breakdown("pii"))

@@ -85,6 +85,19 @@ def test_summary_counts_everything_and_loses_nothing(batch_run: dict) -> None:
     assert sum(v for k, v in counters.items() if k.startswith("source.")) == len(GOOD)
 
 
+def test_the_summary_counts_duplicate_post_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("TRIAGE_ENRICHMENT__STEPS", "[language]")
+    first, second = (json.loads(line) for line in GOOD[:2])
+    again = {**first, "title": "Zweite Fassung"}
+    source = tmp_path / "posts.jsonl"
+    source.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in (first, second, again, again)))
+    assert main(["batch", "--input", str(source), "--output", str(tmp_path / "out.jsonl"),
+                 "--summary-json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["counters"]["duplicate_ids"] == 2
+    assert "duplicate post ids: 2 extra versions" in capsys.readouterr().out
+
+
 def test_max_errors_makes_the_run_fail(batch_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["batch", "--input", str(batch_run["source"]), "--output", str(tmp_path / "out.jsonl"),
                  "--max-errors", "3"])
@@ -97,3 +110,22 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     code = main(["batch", "--input", str(tmp_path / "nothing-*.jsonl"), "--output", str(tmp_path / "o.jsonl")])
     assert code == 1
     assert "no input file matches" in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_beam_temp_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Elasticsearch is unreachable, so the run fails after the dead-letter file's sink started staging."""
+    from pipeline.services import free_port
+    source = tmp_path / "posts.jsonl"
+    source.write_bytes(b"\n".join(GOOD[:5] + [POISON["invalid_json"]]) + b"\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    other_run = out / "beam-temp-dead.jsonl-0123456789abcdef"  # not this run's: stays
+    other_run.mkdir()
+    monkeypatch.setenv("TRIAGE_ES_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("TRIAGE_ELASTICSEARCH__MAX_RETRIES", "0")
+    monkeypatch.setenv("TRIAGE_ENRICHMENT__STEPS", "[language]")
+    code = main(["batch", "--input", str(source), "--output", "es", "--dead-letters", str(out / "dead.jsonl")])
+    assert code == 1
+    assert "did not accept" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [other_run.name]
