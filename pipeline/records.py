@@ -91,8 +91,10 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
     error: Optional[str] = schemas.first_error(schemas.POST_SCHEMA, post)
     if error:
         return dead_letter("schema_violation", error, record)
-    if len(post["text"]) > max_text_chars:
-        return dead_letter("text_too_long", f"text has {len(post['text'])} characters, limit is {max_text_chars}", record)
+    for name in ("text", "title"):  # every step's cost, PII detection's included, is bounded by this
+        if len(post.get(name) or "") > max_text_chars:
+            return dead_letter(f"{name}_too_long", f"{name} has {len(post[name])} characters, limit is {max_text_chars}",
+                               record)
     if record.produced_ms is not None:
         post["_produced_ms"] = record.produced_ms
     return post

@@ -18,6 +18,7 @@ POISON = {
     "empty_text": b'{"id": "t:empty", "source": "twitter", "text": "   "}',
     "oversized_record": json.dumps({"id": "t:huge", "source": "blog", "text": "x" * 1_100_000}).encode(),
     "text_too_long": json.dumps({"id": "t:long", "source": "blog", "text": "lang " * 5000}).encode(),
+    "title_too_long": json.dumps({"id": "t:title", "source": "blog", "text": "ok", "title": "😀" * 20_001}).encode(),
     "schema_violation": b'{"id": "t:noschema", "source": "twitter", "body": "text is missing"}',
     "not_an_object": b'["a", "list"]',
     "nested_too_deep": b"[" * 10_000 + b"]" * 10_000,  # once a RecursionError that ended the run with no output

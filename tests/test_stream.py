@@ -274,9 +274,12 @@ def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_
                          env=dict(os.environ, TRIAGE_CONFIG=str(h.config_file)), capture_output=True, text=True,
                          timeout=60)
     status = json.loads(out.stdout)
-    assert status["group"] == h.settings.stream.group_id and status["lag"] == 0
-    assert [m["instance_id"] for m in status["members"]] == ["first"]
-    assert {p["owner"] for p in status["partitions"]} == {"first"}
+    assert status["group"] == h.settings.stream.group_id and status["lag"] == 0 and status["partitions"]
+    if kafka_server["name"] == "tansu":  # kafka-python cannot parse tansu's group description: lag only
+        assert "could not be read" in status["note"] and status["members"] == []
+    else:
+        assert [m["instance_id"] for m in status["members"]] == ["first"]
+        assert {p["owner"] for p in status["partitions"]} == {"first"}
     if kafka_server["name"] != "noida":
         assert h.stop_all() == [0]
         return  # only noida-db keeps a killed member for good, which is what leaves a worker unassigned

@@ -11,7 +11,7 @@ from pipeline import safe_json
 from pipeline.records import DeadLetter, RawRecord, parse_post
 
 REASONS = {"oversized_record", "invalid_utf8", "invalid_json", "nested_too_deep", "not_an_object", "empty_text",
-           "schema_violation", "text_too_long"}
+           "schema_violation", "text_too_long", "title_too_long"}
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
                            lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=30)

@@ -4,6 +4,8 @@ Why: a worker that holds no partitions consumes nothing and reports no lag of it
 whose rebalance is stuck (a dead member the broker never expires) looked healthy from every
 worker's metrics while posts piled up. The group's lag is read from the committed offsets and the
 partitions' ends, which need no membership: any worker, and `triage stream --status`, can tell.
+They are read through clients of their own, never the member's consumer: offset and metadata
+requests from a consumer that is still joining its group kept it from ever joining on tansu.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, Optional
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from pipeline.clients import kafka_options
 from pipeline.config import KafkaSettings
@@ -34,6 +37,7 @@ class GroupStatus:
     state: str
     members: list[dict[str, Any]] = field(default_factory=list)
     partitions: list[PartitionLag] = field(default_factory=list)
+    note: Optional[str] = None  # why members are not shown, when the broker's description could not be read
 
     @property
     def lag(self) -> int:
@@ -41,21 +45,43 @@ class GroupStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return {"group": self.group, "state": self.state, "lag": self.lag, "members": self.members,
-                "partitions": [asdict(p) for p in self.partitions]}
+                "partitions": [asdict(p) for p in self.partitions], "note": self.note}
 
 
 def partition_lags(consumer: KafkaConsumer, topics: list[str],
-                   committed: Optional[dict[TopicPartition, Optional[int]]] = None) -> list[PartitionLag]:
-    """Lag of every partition of `topics` for the consumer's group (committed offsets fetched when not given)."""
+                   committed: dict[TopicPartition, Optional[int]]) -> list[PartitionLag]:
+    """Lag of every partition of `topics`, from the group's committed offsets (None: never committed)."""
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
     if not tps:
         return []
     ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
-    if committed is None:
-        committed = {tp: consumer.committed(tp) for tp in tps}
     return [PartitionLag(tp.topic, tp.partition, committed.get(tp), ends[tp],
                          max(0, ends[tp] - (committed.get(tp) if committed.get(tp) is not None else starts[tp])))
             for tp in tps]
+
+
+def _committed(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, Optional[int]]:
+    offsets = admin.list_group_offsets(group).get(group, {})
+    return {tp: (o.offset if o.offset >= 0 else None) for tp, o in offsets.items()}
+
+
+class GroupWatch:
+    """The group's lag, read from outside the group (an admin client and a consumer that joins nothing)."""
+
+    def __init__(self, cfg: KafkaSettings, group: str, topics: list[str]) -> None:
+        self.group, self.topics = group, topics
+        self._admin = KafkaAdminClient(**kafka_options(cfg))
+        self._consumer = KafkaConsumer(**kafka_options(cfg), group_id=None, enable_auto_commit=False)
+
+    def lags(self) -> list[PartitionLag]:
+        return partition_lags(self._consumer, self.topics, _committed(self._admin, self.group))
+
+    def describe(self) -> dict[str, Any]:
+        return self._admin.describe_groups([self.group]).get(self.group, {})
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._admin.close()
 
 
 def _members(description: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[tuple[str, int], str]]:
@@ -72,25 +98,24 @@ def _members(description: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[tu
 
 def group_status(cfg: KafkaSettings, group: str, topics: list[str]) -> GroupStatus:
     """Members, assignment and lag of `group` on `topics`, from the broker (joins nothing)."""
-    admin = KafkaAdminClient(**kafka_options(cfg))
-    consumer = KafkaConsumer(**kafka_options(cfg), group_id=None, enable_auto_commit=False)
+    watch = GroupWatch(cfg, group, topics)
     try:
-        description = admin.describe_groups([group]).get(group, {})
-        offsets = admin.list_group_offsets(group).get(group, {})
+        note = None
+        try:
+            description = watch.describe()
+        except (KafkaError, ValueError) as exc:  # tansu's answer carries fields kafka-python cannot parse
+            description, note = {}, f"the broker's group description could not be read ({type(exc).__name__})"
         members, owners = _members(description)
-        committed = {tp: (o.offset if o.offset >= 0 else None) for tp, o in offsets.items()}
-        lags = [PartitionLag(**{**asdict(p), "owner": owners.get((p.topic, p.partition))})
-                for p in partition_lags(consumer, topics, committed)]
-        return GroupStatus(group, description.get("group_state") or "Unknown", members, lags)
+        lags = [PartitionLag(**{**asdict(p), "owner": owners.get((p.topic, p.partition))}) for p in watch.lags()]
+        return GroupStatus(group, description.get("group_state") or "Unknown", members, lags, note)
     finally:
-        consumer.close()
-        admin.close()
+        watch.close()
 
 
 def format_status(status: GroupStatus) -> str:
     """The status as a person reads it: the group, its members, then every partition with its lag."""
     lines = [f"group {printable(status.group)}: {status.state}, {len(status.members)} member(s), "
-             f"lag {status.lag}"]
+             f"lag {status.lag}"] + ([f"  note: {status.note}; members and owners unknown"] if status.note else [])
     for member in status.members:
         name = member["instance_id"] or member["member_id"]
         lines.append(f"  member {printable(name):<32} {printable(str(member['host'])):<16} "
@@ -100,6 +125,6 @@ def format_status(status: GroupStatus) -> str:
         committed = "-" if p.committed is None else str(p.committed)
         lines.append(f"  {printable(p.topic + '/' + str(p.partition)):<40} {committed:>10} {p.end:>10} {p.lag:>8}  "
                      f"{printable(p.owner) if p.owner else '(unassigned)'}")
-    if status.lag and not any(p.owner for p in status.partitions):
+    if status.lag and status.members and not any(p.owner for p in status.partitions):
         lines.append("  WARNING: the group has lag and no member holds a partition: is a rebalance stuck?")
     return "\n".join(lines)

@@ -67,7 +67,7 @@ from kafka.structs import OffsetAndMetadata
 from pipeline import observability, safe_json
 from pipeline.clients import kafka_options
 from pipeline.config import KafkaSettings, StreamSettings
-from pipeline.io.consumer_group import partition_lags
+from pipeline.io.consumer_group import GroupWatch
 from pipeline.records import RawRecord
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ class ReadKafkaStream(beam.DoFn):
         self._consumer.subscribe(self.topics, listener=_LogAssignment(self.instance_id, self._assigned))
         self._lag_checked = 0.0
         self._unassigned_since: Optional[float] = None
+        self._watch: Optional[GroupWatch] = None
         self._watermark = Timestamp.of(0)
 
     def process(self, _: Any, finalizer: Any = beam.DoFn.BundleFinalizerParam,  # must precede the tracker
@@ -389,24 +390,30 @@ class ReadKafkaStream(beam.DoFn):
             pass
 
     def _watch_unassigned(self, now: float) -> None:
-        """A worker without partitions is fine while the group keeps up; not while posts pile up."""
-        try:
-            lags = partition_lags(self._consumer, self.topics)
-        except KafkaError:
-            return
-        for topic in self.topics:
-            observability.GROUP_LAG.labels(topic).set(sum(p.lag for p in lags if p.topic == topic))
-        if not any(p.lag for p in lags):
-            self._unassigned_since = None
-            observability.UNASSIGNED_SECONDS.set(0)
-            return
+        """A worker without partitions is fine while the group keeps up; not while posts pile up.
+
+        The group's lag is only looked up once the worker has been unassigned for unassigned_warn_s
+        (a join takes a few seconds), through a GroupWatch of its own (see pipeline/io/consumer_group.py).
+        """
         self._unassigned_since = self._unassigned_since or now
         waited = now - self._unassigned_since
-        observability.UNASSIGNED_SECONDS.set(waited)
-        if waited >= self.unassigned_warn_s:
+        if waited < self.unassigned_warn_s:
+            return
+        try:
+            self._watch = self._watch or GroupWatch(self.cfg, self.group_id, self.topics)
+            lags = self._watch.lags()
+        except KafkaError:
+            return
+        lag = sum(p.lag for p in lags)
+        for topic in self.topics:
+            observability.GROUP_LAG.labels(topic).set(sum(p.lag for p in lags if p.topic == topic))
+        observability.UNASSIGNED_SECONDS.set(waited if lag else 0)
+        if lag:
             log.warning("worker holds no partitions while its group has lag; see `triage stream --status`",
                         extra={"fields": {"group": self.group_id, "instance": self.instance_id,
-                                          "lag": sum(p.lag for p in lags), "unassigned_s": round(waited)}})
+                                          "lag": lag, "unassigned_s": round(waited)}})
 
     def teardown(self) -> None:
+        if self._watch:
+            self._watch.close()
         self._consumer.close(autocommit=False)
