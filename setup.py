@@ -1,8 +1,8 @@
 """Packaging for the social-care triage product.
 
 The same file installs the product locally (`pip install -e .`) and is what a distributed Beam
-runner ships to its workers (`--setup_file ./setup.py`), so the four packages and their data files
-(schemas, default configuration) travel together.
+runner ships to its workers (`--setup_file ./setup.py`), so the packages and their data files
+(schemas, default configuration, routing rules) travel together.
 """
 from setuptools import setup
 
@@ -41,11 +41,18 @@ setup(
     version="0.1.0",
     description="Find, understand and route customer posts from the social web to the right agent.",
     python_requires=">=3.11",
-    packages=["pipeline", "pipeline.steps", "pipeline.io", "pipeline.sinks", "models", "connectors", "schemas"],
-    package_data={"pipeline": ["defaults.yaml", "rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
+    # One package per layer; imports point down this list only (tests/test_layers.py checks it).
+    packages=["schemas", "core", "models", "connectors", "triage", "pipeline", "pipeline.steps", "pipeline.io", "apps",
+              "cli"],
+    package_data={"core": ["defaults.yaml"], "triage": ["rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
                   "models": ["artifacts/*", "topics/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["triage=pipeline.cli:main"]},
+    entry_points={
+        "console_scripts": ["triage=cli.main:main"],
+        # Enrichment steps by name (pipeline/steps/registry.py); another package adds its own the same way.
+        "triage.steps": ["language = pipeline.steps.language:DetectLanguage", "pii = pipeline.steps.pii:DetectPii",
+                         "understanding = pipeline.steps.understanding:Understand", "routing = triage.step:Route"],
+    },
     license="Apache-2.0",
 )

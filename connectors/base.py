@@ -17,10 +17,10 @@ from typing import Any, Union
 
 import schemas
 from connectors.checkpoint import CheckpointStore
-from pipeline.config import KafkaSettings
-from pipeline.records import DeadLetter, RawRecord, dead_letter
-from pipeline.redact import redact_text
-from pipeline.sinks.kafka import KafkaWriter
+from core.config import KafkaSettings
+from core.records import DeadLetter, RawRecord, dead_letter
+from core.redact import redact_text
+from core.kafka_writer import KafkaWriter
 
 log = logging.getLogger(__name__)
 Post = dict[str, Any]

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import urllib3
 
-from pipeline.sinks.retry import backoff_delays
-from pipeline import safe_json
+from core.retry import backoff_delays
+from core import safe_json
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}

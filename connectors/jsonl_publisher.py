@@ -8,9 +8,9 @@ from __future__ import annotations
 import glob
 from typing import Iterator
 
-from pipeline.config import KafkaSettings
-from pipeline.sinks.kafka import KafkaWriter
-from pipeline import safe_json
+from core.config import KafkaSettings
+from core.kafka_writer import KafkaWriter
+from core import safe_json
 
 
 def _lines(patterns: list[str]) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 from connectors.streaming import CatchUpStream, Event
 from connectors.text import html_to_text
-from pipeline import safe_json
+from core import safe_json
 
 PAGE_SIZE = 40
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')

@@ -11,10 +11,10 @@ import threading
 from datetime import datetime
 from typing import Any, Iterator, Optional
 
-from pipeline.config import KafkaSettings
-from pipeline.records import POST_FIELDS
-from pipeline.sinks.kafka import KafkaWriter
-from pipeline import safe_json
+from core.config import KafkaSettings
+from core.records import POST_FIELDS
+from core.kafka_writer import KafkaWriter
+from core import safe_json
 
 MAX_GAP_S = 5.0
 

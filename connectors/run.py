@@ -24,9 +24,9 @@ from connectors.rss import FeedSource
 from connectors.webhook import WebhookReceiver
 from connectors.x import XFilteredStream, XRecentSearch
 from connectors.youtube import YouTubeChannelComments
-from pipeline.config import Settings
-from pipeline.redact import redact_text
-from pipeline.sinks.kafka import KafkaWriter
+from core.config import Settings
+from core.redact import redact_text
+from core.kafka_writer import KafkaWriter
 
 log = logging.getLogger(__name__)
 

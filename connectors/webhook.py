@@ -46,9 +46,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Union
 
 import schemas
-from pipeline import safe_json
-from pipeline.config import KafkaSettings
-from pipeline.sinks.kafka import KafkaWriter
+from core import safe_json
+from core.config import KafkaSettings
+from core.kafka_writer import KafkaWriter
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -16,7 +16,7 @@ from connectors.base import Malformed
 from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 from connectors.streaming import CatchUpStream, Event
-from pipeline import safe_json
+from core import safe_json
 
 FIELDS = {"tweet.fields": "created_at,author_id,conversation_id,lang,referenced_tweets",
           "expansions": "author_id", "user.fields": "username,name,public_metrics"}

@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SENTIMENT_LABELS = ["negative", "neutral", "positive"]
-RELEVANCE_LABELS = ["irrelevant", "relevant"]
-INTENT_LABELS = ["complaint", "question", "cancellation", "praise", "purchase_interest", "spam", "other"]
+from core.labels import INTENT_LABELS, SENTIMENT_LABELS
+
 INTENTS_DIR = Path(__file__).resolve().parent.parent / "data" / "intents"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from core.labels import INTENT_LABELS, RELEVANCE_LABELS, SENTIMENT_LABELS
 from models import datasets, metrics
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "data" / "eval"
@@ -59,7 +60,7 @@ def _classification(understanding: Any, labelled: datasets.LabelledSet, labels: 
 
 
 def benchmark_results(understanding: Any, data_dir: str, limit: Optional[int] = None) -> list[Result]:
-    labels = {"sentiment": datasets.SENTIMENT_LABELS, "relevance": datasets.RELEVANCE_LABELS}
+    labels = {"sentiment": SENTIMENT_LABELS, "relevance": RELEVANCE_LABELS}
     return [_classification(understanding, s, labels[s.task], limit) for s in datasets.evaluation_sets(data_dir)
             if s.task in understanding.heads]
 
@@ -68,7 +69,7 @@ def intent_result(understanding: Any) -> Result:
     test = datasets.intent_set("test")
     started = time.monotonic()
     predicted = [r["intent"]["label"] for r in understanding.analyze(test.texts)]
-    labels = datasets.INTENT_LABELS
+    labels = INTENT_LABELS
     return Result(test.name, test.metric, metrics.macro_f1(test.labels, predicted, labels), len(test.texts),
                   time.monotonic() - started,
                   detail={label: round(metrics.macro_f1(test.labels, predicted, [label]), 3) for label in labels})

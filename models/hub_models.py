@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from transformers import pipeline
 
-from models.datasets import INTENT_LABELS, SENTIMENT_LABELS
+from core.labels import INTENT_LABELS, SENTIMENT_LABELS
 
 # How the built-in intent labels are phrased for an NLI model ("This post is {}.").
 INTENT_HYPOTHESES = {

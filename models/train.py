@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from core.labels import INTENT_LABELS, RELEVANCE_LABELS, SENTIMENT_LABELS
 from models import datasets, evaluate, metrics
 from models.encoder import TextEncoder, resolve_encoder
 from models.encoder_build import RESULT_SHA256
@@ -36,8 +37,8 @@ log = logging.getLogger("triage.train")
 ENCODER = "builtin:multilingual-e5-small"
 ADAPTER = {"rank": 16, "alpha": 32, "dropout": 0.1,
            "targets": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]}
-TASK_LABELS = {"sentiment": datasets.SENTIMENT_LABELS, "relevance": datasets.RELEVANCE_LABELS,
-               "intent": datasets.INTENT_LABELS}
+TASK_LABELS = {"sentiment": SENTIMENT_LABELS, "relevance": RELEVANCE_LABELS,
+               "intent": INTENT_LABELS}
 # Sets seen twice per epoch: the intent set is ~1/9 of the data, and SB-10k (UMSAB German) is the only German
 # tweet sentiment set; without it doubled, German sentiment is dominated by GermEval's rail-domain texts.
 OVERSAMPLING = {"intents": 2, "umsab-de-train": 2}
@@ -244,7 +245,7 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, seed: int =
     understanding = TextUnderstanding.load(artifacts, cache_dir)
     train = datasets.intent_set("train", intents_dir)
     vectors = understanding.encoder.embed(train.texts)
-    labels = list(datasets.INTENT_LABELS)
+    labels = list(INTENT_LABELS)
     gold = torch.tensor([labels.index(label) for label in train.labels])
     best, grid = _cross_validate(vectors, gold, labels)
     log.info("intent head cross-validation", extra={"fields": {"best": best}})

@@ -19,10 +19,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config import Settings
+from core.config import Settings
 from pipeline.enrich import SUMMARY_NAMESPACE, EnrichPosts, count_dead_letter
 from pipeline.io import sinks, sources
-from pipeline.records import DeadLetter, RawRecord
+from core.records import DeadLetter, RawRecord
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 import schemas
-from pipeline.config import ConfigError, Settings
-from pipeline.records import DeadLetter, RawRecord, dead_letter, parse_post, post_payload, utc_now
-from pipeline.steps.base import EnrichmentStep, Post
-from pipeline.steps.language import DetectLanguage
-from pipeline.steps.pii import DetectPii
-from pipeline.steps.routing import Route
-from pipeline.steps.understanding import Understand
+from core.config import Settings
+from core.records import DeadLetter, RawRecord, dead_letter, parse_post, post_payload, utc_now
+from pipeline.steps import registry
+from pipeline.steps.base import Post
 
-# Steps by name, in the order they run. A new enrichment registers here and in enrichment.steps.
-STEP_REGISTRY: dict[str, type[EnrichmentStep[Any]]] = {
-    "language": DetectLanguage, "pii": DetectPii, "understanding": Understand, "routing": Route}
 SUMMARY_NAMESPACE = "triage.summary"
 DEAD_LETTER_TAG = "dead_letters"
 
@@ -88,10 +82,7 @@ class EnrichPosts(beam.PTransform):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        unknown = [name for name in settings.enrichment.steps if name not in STEP_REGISTRY]
-        if unknown:
-            raise ConfigError(f"enrichment.steps: unknown step(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(STEP_REGISTRY)}")
+        self.steps = registry.resolve(settings.enrichment.steps)  # fails at start, with the reason
         self.settings = settings
 
     def expand(self, records: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -100,8 +91,8 @@ class EnrichPosts(beam.PTransform):
             ParsePosts(cfg.max_record_bytes, cfg.max_text_chars)).with_outputs(DEAD_LETTER_TAG, main="posts")
         posts = parsed.posts
         dead_letters = [parsed[DEAD_LETTER_TAG] | "CountInvalid" >> beam.Map(count_dead_letter)]
-        for name in cfg.steps:
-            step = STEP_REGISTRY[name](self.settings)
+        for name, step_class in zip(cfg.steps, self.steps):
+            step = step_class(self.settings)
             posts, failures = posts | step.label >> RunInference(step).with_exception_handling()
             dead_letters.append(failures.failed_inferences
                                 | f"{step.label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name)

@@ -21,15 +21,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import observability
-from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings
+from core.clients import elasticsearch_client
+from core.config import Settings
 from pipeline.enrich import EnrichPosts
 from pipeline.io.kafka_stream import STOP, ReadKafkaStream
-from pipeline.redact import redact_text
-from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload
-from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
-from pipeline.sinks.kafka import KafkaWriter
-from pipeline.sinks.retry import backoff_delays
+from core.redact import redact_text
+from core.records import DeadLetter, RawRecord, dead_letter, post_payload
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
+from core.kafka_writer import KafkaWriter
+from core.retry import backoff_delays
 
 log = logging.getLogger("triage.stream")
 
@@ -165,7 +165,7 @@ def check_connections(settings: Settings) -> None:
     """Fail fast, with advice, when Kafka or Elasticsearch cannot be reached at start."""
     from kafka import KafkaConsumer
 
-    from pipeline.clients import kafka_options
+    from core.clients import kafka_options
     es = elasticsearch_client(settings.elasticsearch)
     try:
         es.info()
@@ -212,7 +212,7 @@ def run(settings: Settings, job: StreamJob, worker_argv: list[str]) -> int:
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         port = str(job.metrics_port + i if job.metrics_port else 0)
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *worker_argv, "--workers", "1",
+        return subprocess.Popen([sys.executable, "-m", "cli.main", *worker_argv, "--workers", "1",
                                  "--metrics-port", port, "--instance-id", job.worker_instance_id(i)])
 
     workers = {i: spawn(i) for i in range(job.workers)}

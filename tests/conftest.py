@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Integration tests talk to real servers over the network. By default the project's own service
-manager starts the local stand-ins (pipeline/services.py) on test ports with throw-away data and
+manager starts the local stand-ins (core/services.py) on test ports with throw-away data and
 stops them at the end. With TRIAGE_KAFKA_BOOTSTRAP and/or TRIAGE_ES_URL set (and, for secured
 clusters, TRIAGE_ES_API_KEY, TRIAGE_KAFKA_SASL_* ...), they run against those servers instead and
 start nothing. Every session uses its own topic and index names and removes them afterwards.
@@ -17,8 +17,8 @@ from typing import Iterator
 import pytest
 import yaml
 
-from pipeline import services
-from pipeline.config import Settings, load_settings
+from core import services
+from core.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples" / "posts.jsonl"
@@ -32,7 +32,7 @@ def own_names(env: dict[str, str], kafka: bool = True, elasticsearch: bool = Tru
 
     For modules whose counts or alias moves must not meet other tests' data.
     """
-    from pipeline.provision import setup_all, teardown_all
+    from core.provision import setup_all, teardown_all
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -87,7 +87,7 @@ def consume_all(settings: Settings, topic: str, expected: int, timeout_ms: int =
     """Read a topic from the beginning until `expected` records arrived or nothing came for timeout_ms."""
     from kafka import KafkaConsumer
 
-    from pipeline.clients import kafka_options
+    from core.clients import kafka_options
     consumer = KafkaConsumer(topic, **kafka_options(settings.kafka), auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None, consumer_timeout_ms=timeout_ms,
                              session_timeout_ms=6000)
@@ -109,7 +109,7 @@ def _external() -> bool:
 @pytest.fixture(scope="session")
 def live(settings: Settings) -> Iterator[Settings]:
     """Running Kafka and Elasticsearch with this session's topics and index; cleaned up afterwards."""
-    from pipeline.provision import setup_all, teardown_all
+    from core.provision import setup_all, teardown_all
 
     started = not _external()
     if started:
@@ -126,7 +126,7 @@ def live(settings: Settings) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def es(live: Settings):  # type: ignore[no-untyped-def]
-    from pipeline.clients import elasticsearch_client
+    from core.clients import elasticsearch_client
     client = elasticsearch_client(live.elasticsearch)
     yield client
     client.close()
@@ -136,7 +136,7 @@ def es(live: Settings):  # type: ignore[no-untyped-def]
 def enriched_samples(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> list[dict]:
     """The sample posts enriched JSONL -> JSONL: the direct figures that index-based views must equal."""
     import json
-    from pipeline.cli import main
+    from cli.main import main
     out = tmp_path_factory.mktemp("enriched") / "samples.jsonl"
     assert main(["batch", "--input", str(SAMPLES), "--output", str(out)]) == 0
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -145,7 +145,7 @@ def enriched_samples(tmp_path_factory: pytest.TempPathFactory, settings: Setting
 @pytest.fixture(scope="session")
 def indexed_samples(live: Settings, es) -> int:  # type: ignore[no-untyped-def]
     """The sample posts enriched into this session's index (through the write alias); returns the count."""
-    from pipeline.cli import main
+    from cli.main import main
     assert main(["batch", "--input", str(SAMPLES), "--output", "es"]) == 0
     es.indices.refresh(index=live.elasticsearch.read_alias)  # real Elasticsearch needs it to see its own writes
     return sum(1 for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line.strip())

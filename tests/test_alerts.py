@@ -10,10 +10,10 @@ from typing import Iterator
 import pytest
 
 from conftest import own_names
-from pipeline.cli import main
-from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings
-from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
+from cli.main import main
+from core.clients import elasticsearch_client
+from core.config import Settings
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)

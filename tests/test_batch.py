@@ -9,7 +9,7 @@ import pytest
 
 import schemas
 from conftest import SAMPLES
-from pipeline.cli import main
+from cli.main import main
 
 GOOD = SAMPLES.read_bytes().splitlines()[:40]
 POISON = {
@@ -116,7 +116,7 @@ def test_missing_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_a_failed_run_leaves_no_beam_temp_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     """Elasticsearch is unreachable, so the run fails after the dead-letter file's sink started staging."""
-    from pipeline.services import free_port
+    from core.services import free_port
     source = tmp_path / "posts.jsonl"
     source.write_bytes(b"\n".join(GOOD[:5] + [POISON["invalid_json"]]) + b"\n")
     out = tmp_path / "out"

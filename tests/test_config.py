@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_settings
+from core.config import ConfigError, load_settings
 
 
 def test_defaults_load_without_any_file_or_environment() -> None:

@@ -18,8 +18,8 @@ from conftest import consume_all, own_names
 from connectors.http import HttpClient, rate_limit_wait_s, retry_after_s
 from connectors.text import html_to_text
 from connectors.webhook import signature
-from pipeline.cli import main
-from pipeline.config import Settings
+from cli.main import main
+from core.config import Settings
 
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 
@@ -154,7 +154,7 @@ def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_let
 def test_webhook_accepts_signed_posts_and_refuses_bad_ones_with_reasons(connect_live: Settings, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.webhook import WebhookReceiver
-    from pipeline.sinks.kafka import KafkaWriter
+    from core.kafka_writer import KafkaWriter
     writer = KafkaWriter(connect_live.kafka)
     receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", connect_live.kafka, writer)
     stop = threading.Event()
@@ -263,7 +263,7 @@ def test_a_connector_killed_mid_round_resumes_without_gaps_or_duplicates(
     for listing in ("reddit/new", "reddit/comments", "discourse"):
         apis.publish(listing)
     apis.hold_after("reddit", 2)  # the round's second reddit page never comes: the process dies waiting for it
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "connect", "--sources", str(sources), "--once"],
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "connect", "--sources", str(sources), "--once"],
                                env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert apis.holding.wait(60), "the connector never reached the held request"
@@ -282,8 +282,8 @@ def test_a_connector_killed_mid_round_resumes_without_gaps_or_duplicates(
 def test_the_broker_going_away_and_coming_back_loses_nothing(
         connect_live: Settings, api_stand_in, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from connectors.run import run
-    from pipeline import services
-    from pipeline.config import load_settings
+    from core import services
+    from core.config import load_settings
     if os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or connect_live.services.kafka_server != "noida":
         pytest.skip("stops and restarts the local noida-db broker (tansu keeps no data; an external Kafka is not ours)")
     apis, sources = api_stand_in, _api_sources(tmp_path, api_stand_in)

@@ -14,12 +14,12 @@ from typing import Iterator
 import pytest
 
 from conftest import ROOT, SAMPLES, own_names
-from pipeline.documents import doc_key
-from pipeline import desk
-from pipeline.cli import main
-from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings
-from pipeline.routing import PRIORITIES
+from core.documents import doc_key
+from apps import desk
+from cli.main import main
+from core.clients import elasticsearch_client
+from core.config import Settings
+from triage.routing import PRIORITIES
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.documents import analyst_document, doc_key, joined, private_document
+from core.documents import analyst_document, doc_key, joined, private_document
 
 POST = {"id": "webhook:max.mustermann@example.com", "source": "webhook", "text": "Meine IBAN DE89370400440532013000",
         "title": "Frage", "url": "https://example.com/p/1", "author": {"name": "Max", "followers": 12},

@@ -9,12 +9,12 @@ from typing import Iterator
 import pytest
 
 from conftest import SAMPLES
-from pipeline.cli import main
-from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings
-from pipeline.documents import doc_key
-from pipeline.provision import first_index_name, setup_all
-from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
+from cli.main import main
+from core.clients import elasticsearch_client
+from core.config import Settings
+from core.documents import doc_key
+from core.provision import first_index_name, setup_all
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import SAMPLES, consume_all
 from connectors.jsonl_publisher import publish
-from pipeline.cli import main
-from pipeline.config import Settings
+from cli.main import main
+from core.config import Settings
 
 pytestmark = pytest.mark.integration
 POISON = [b"\x00\x01 not json at all", b'{"id": "k:empty", "source": "twitter", "text": ""}']

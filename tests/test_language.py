@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from models.language import LanguageDetector
-from pipeline.config import load_settings
+from core.config import load_settings
 
 
 @pytest.fixture(scope="module")

@@ -173,7 +173,7 @@ def test_hub_models_can_replace_the_sentiment_and_intent_heads(tmp_path: Path, s
 
 
 def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.cli import main
+    from cli.main import main
     monkeypatch.delenv("TRIAGE_DATA_DIR", raising=False)
     assert main(["eval"]) == 0
     out = capsys.readouterr().out
@@ -187,7 +187,7 @@ def test_eval_prints_every_team_measured_figure(capsys: pytest.CaptureFixture, m
 
 
 def test_topics_check_measures_a_companys_own_file_and_posts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pipeline.cli import main
+    from cli.main import main
     topics = tmp_path / "topics.yaml"
     topics.write_text("threshold: 0.84\ntopics:\n"
                       "  - name: billing\n    examples: [Die Rechnung ist falsch, I was charged twice]\n"
@@ -215,7 +215,7 @@ def test_prune_cache_removes_other_model_versions_and_dead_partials_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import os
     from models.understanding import export_key
-    from pipeline.cli import main
+    from cli.main import main
     folder = tmp_path / "onnx"
     folder.mkdir()
     key = export_key()

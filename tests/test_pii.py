@@ -9,7 +9,7 @@ import pytest
 from models.evaluate import EVAL_DIR, REFERENCE, pii_results
 from models.pii import PiiDetector, _without_overlaps, ner_pieces, normalise
 from models.pii_rules import PHONE_CANDIDATE, PHONE_TRIES_PER_TEXT, _PhoneJudge, iban_is_valid, luhn_is_valid
-from pipeline.config import load_settings
+from core.config import load_settings
 
 
 @pytest.fixture(scope="module")

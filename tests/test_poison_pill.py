@@ -23,10 +23,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from conftest import SAMPLES
-from pipeline.clients import kafka_options
-from pipeline.config import Settings, load_settings
+from core.clients import kafka_options
+from core.config import Settings, load_settings
 from pipeline.io.kafka_stream import ReadKafkaStream
-from pipeline.records import DeadLetter, RawRecord, parse_post
+from core.records import DeadLetter, RawRecord, parse_post
 
 pytestmark = pytest.mark.integration
 POISON_OFFSET = 4

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import routing
-from pipeline.routing import RulesError, decide, load_rules, parse_rules
+from triage import routing
+from triage.routing import RulesError, decide, load_rules, parse_rules
 
 RULES = load_rules("builtin:telecom-de")
 TELECOM = routing.resolve_rules_file("builtin:telecom-de").read_text(encoding="utf-8")

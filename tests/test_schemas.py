@@ -6,7 +6,7 @@ import json
 import pytest
 
 import schemas
-from pipeline.documents import PRIVATE_POST_FIELDS
+from core.documents import PRIVATE_POST_FIELDS
 from conftest import SAMPLES
 
 

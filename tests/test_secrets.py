@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
-from pipeline import alerts, logs, services
-from pipeline.cli import main
-from pipeline.config import ConfigError, LoggingSettings, load_settings
-from pipeline.redact import redact_text, redact_url
+from apps import alerts
+from core import logs
+from core import services
+from cli.main import main
+from core.config import ConfigError, LoggingSettings, load_settings
+from core.redact import redact_text, redact_url
 
 SECRET_VARIABLES = {  # variable -> how to read the setting back
     "TRIAGE_ES_PASSWORD": lambda s: s.elasticsearch.password,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import services
-from pipeline.cli import main
-from pipeline.config import load_settings
+from core import services
+from cli.main import main
+from core.config import load_settings
 
 
 def test_a_busy_port_is_reported_not_silently_used(tmp_path: Path) -> None:

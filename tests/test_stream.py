@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, SAMPLES, consume_all
-from pipeline import services
-from pipeline.clients import elasticsearch_client
-from pipeline.config import Settings, load_settings
-from pipeline.documents import doc_key
-from pipeline.provision import setup_all
-from pipeline.sinks.kafka import producer
+from core import services
+from core.clients import elasticsearch_client
+from core.config import Settings, load_settings
+from core.documents import doc_key
+from core.provision import setup_all
+from core.kafka_writer import producer
 
 pytestmark = pytest.mark.integration
 EXTERNAL = bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIAGE_ES_URL"))
@@ -82,7 +82,7 @@ class StreamHarness:
     def start_worker(self, *extra: str) -> subprocess.Popen:
         log = open(self.logs / f"worker-{len(self.workers)}.log", "wb")
         env = dict(os.environ, TRIAGE_CONFIG=str(self.config_file), PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", *extra], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "stream", *extra], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
@@ -265,12 +265,12 @@ def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_15_s(ha
 
 
 def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_factory, kafka_server: dict) -> None:
-    from pipeline.cli import main
+    from cli.main import main
     h = harness_factory()
     first = h.start_worker("--instance-id", "first")
     h.produce(_posts(50, "status"))
     h.wait_for_count(50, 120, "50 posts")
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--status", "--json"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli.main", "stream", "--status", "--json"], cwd=ROOT,
                          env=dict(os.environ, TRIAGE_CONFIG=str(h.config_file)), capture_output=True, text=True,
                          timeout=60)
     status = json.loads(out.stdout)
@@ -292,7 +292,7 @@ def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_
     warning = next(e for e in _log_events(h.logs / "worker-1.log")
                    if e.get("event", "").startswith("worker holds no partitions"))
     assert warning["lag"] >= 30 and warning["instance"] == "second"
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "stream", "--status"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli.main", "stream", "--status"], cwd=ROOT,
                          env=dict(os.environ, TRIAGE_CONFIG=str(h.config_file)), capture_output=True, text=True,
                          timeout=60)
     assert "(unassigned)" in out.stdout and "member second" in out.stdout

@@ -9,10 +9,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline import alerts, analytics, desk, query, report
+from apps import alerts
+from apps import analytics
+from apps import desk
+from apps import query
+from cli import report
 from pipeline.batch import Summary, Target
-from pipeline.cli import main
-from pipeline.terminal import printable
+from cli.main import main
+from core.terminal import printable
 
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
 TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title, ended by BEL
@@ -141,8 +145,8 @@ class _Client:
 
 @pytest.fixture
 def fake_es(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import pipeline.clients
-    monkeypatch.setattr(pipeline.clients, "elasticsearch_client", lambda cfg: _Client())
+    import core.clients
+    monkeypatch.setattr(core.clients, "elasticsearch_client", lambda cfg: _Client())
     monkeypatch.setattr(query, "search", lambda es, index, filters, size=20: {"total": 1, "posts": [_post()]})
     monkeypatch.setattr(query, "summarize", lambda es, index, filters, interval="day": {
         "total": 1, "pii_found": 0, **{name: {} for name in query.FACETS}, "topic": {NASTY: 1}, "over_time": {}})
@@ -169,8 +173,8 @@ def test_commands_print_no_raw_controls_and_json_stays_exact(
 
 def test_desk_errors_show_no_raw_controls(monkeypatch: pytest.MonkeyPatch, settings: Any,
                                           capsys: pytest.CaptureFixture) -> None:
-    import pipeline.clients
-    monkeypatch.setattr(pipeline.clients, "elasticsearch_client", lambda cfg: _Client())
+    import core.clients
+    monkeypatch.setattr(core.clients, "elasticsearch_client", lambda cfg: _Client())
 
     def claimed(es: Any, cfg: Any, post_id: str, agent: str, force: bool = False) -> dict:
         raise desk.DeskError(f"post {post_id} is claimed by mallory{TITLE}\u202e; use --force to take it over")
@@ -186,7 +190,7 @@ def test_desk_errors_show_no_raw_controls(monkeypatch: pytest.MonkeyPatch, setti
 def test_a_hostile_post_indexed_by_batch_is_shown_escaped(live: Any, run_id: str, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     from conftest import own_names
-    from pipeline.clients import elasticsearch_client
+    from core.clients import elasticsearch_client
 
     text = f"Grüße 👍 Router kaputt {CLEAR_SCREEN}{TITLE} \x9b2J seit gestern \u202egnulhaz\u202c \u2066x\u2069"
     posts = tmp_path / "hostile.jsonl"

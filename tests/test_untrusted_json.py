@@ -7,8 +7,8 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipeline import safe_json
-from pipeline.records import DeadLetter, RawRecord, parse_post
+from core import safe_json
+from core.records import DeadLetter, RawRecord, parse_post
 
 REASONS = {"oversized_record", "invalid_utf8", "invalid_json", "nested_too_deep", "not_an_object", "empty_text",
            "schema_violation", "text_too_long", "title_too_long"}
@@ -74,8 +74,8 @@ def test_the_webhook_answers_any_request_with_a_2xx_or_4xx(webhook_receiver: Any
 def webhook_receiver() -> Iterator[Any]:
     """A webhook receiver (HMAC mode) whose writer only checks that accepted posts can be sent."""
     from connectors.webhook import WebhookReceiver
-    from pipeline.config import load_settings
-    from pipeline.records import post_payload
+    from core.config import load_settings
+    from core.records import post_payload
 
     class CheckingWriter:
         def write_posts(self, topic: str, posts: list) -> None:

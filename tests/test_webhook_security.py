@@ -20,8 +20,8 @@ from typing import Any, Iterator, Optional
 import pytest
 
 from connectors.webhook import MAX_BODY_BYTES, WebhookReceiver, signature, signed_headers
-from pipeline.config import Settings
-from pipeline.records import post_payload
+from core.config import Settings
+from core.records import post_payload
 
 SECRET = "s3cret"
 GOOD = json.dumps([{"id": "webhook:1", "source": "webhook", "text": "Bitte ruft mich zurück"}]).encode()

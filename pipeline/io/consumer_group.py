@@ -16,9 +16,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from pipeline.clients import kafka_options
-from pipeline.config import KafkaSettings
-from pipeline.terminal import printable
+from core.clients import kafka_options
+from core.config import KafkaSettings
+from core.terminal import printable
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,12 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from pipeline import observability, safe_json
-from pipeline.clients import kafka_options
-from pipeline.config import KafkaSettings, StreamSettings
+from pipeline import observability
+from core import safe_json
+from core.clients import kafka_options
+from core.config import KafkaSettings, StreamSettings
 from pipeline.io.consumer_group import GroupWatch
-from pipeline.records import RawRecord
+from core.records import RawRecord
 
 log = logging.getLogger(__name__)
 STOP = threading.Event()  # set on SIGTERM/SIGINT: the source stops polling and the pipeline drains

@@ -10,11 +10,11 @@ from typing import Any, Iterator, Optional
 
 import apache_beam as beam
 
-from pipeline.clients import elasticsearch_client
-from pipeline.config import ElasticsearchSettings, KafkaSettings
-from pipeline.records import DeadLetter, RawRecord, dead_letter, post_payload, public
-from pipeline.sinks.elasticsearch import ElasticsearchBulkWriter
-from pipeline.sinks.kafka import KafkaWriter
+from core.clients import elasticsearch_client
+from core.config import ElasticsearchSettings, KafkaSettings
+from core.records import DeadLetter, RawRecord, dead_letter, post_payload, public
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter
+from core.kafka_writer import KafkaWriter
 
 REJECTED_TAG = "rejected"
 

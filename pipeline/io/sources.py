@@ -13,10 +13,10 @@ from apache_beam.metrics import Metrics
 from elasticsearch.helpers import scan
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.clients import elasticsearch_client, kafka_options
-from pipeline.config import ElasticsearchSettings, KafkaSettings
+from core.clients import elasticsearch_client, kafka_options
+from core.config import ElasticsearchSettings, KafkaSettings
 from pipeline.enrich import SUMMARY_NAMESPACE
-from pipeline.records import POST_FIELDS, RawRecord, post_payload
+from core.records import POST_FIELDS, RawRecord, post_payload
 
 
 

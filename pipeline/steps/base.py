@@ -12,7 +12,7 @@ from typing import Any, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline import observability
-from pipeline.config import Settings
+from core.config import Settings
 
 Post = dict[str, Any]
 ModelT = TypeVar("ModelT")
@@ -23,6 +23,8 @@ class EnrichmentStep(ModelHandler[Post, Post, ModelT], Generic[ModelT]):
 
     name: str = "step"  # the key in model_versions and the metrics namespace
     label: str = "Enrich"  # the Beam step name, e.g. 'DetectLanguage'
+    requires: tuple[str, ...] = ("text",)  # post fields that must be there before this step (registry checks)
+    provides: tuple[str, ...] = ()  # post fields this step adds
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()

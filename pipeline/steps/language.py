@@ -10,6 +10,7 @@ from pipeline.steps.base import EnrichmentStep, Post
 class DetectLanguage(EnrichmentStep[LanguageDetector]):
     name = "language"
     label = "DetectLanguage"
+    provides = ("language",)
 
     def load_model(self) -> LanguageDetector:
         cfg = self.settings.enrichment

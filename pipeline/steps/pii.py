@@ -14,6 +14,7 @@ from pipeline.steps.base import EnrichmentStep, Post
 class DetectPii(EnrichmentStep[PiiDetector]):
     name = "pii"
     label = "DetectPersonalData"
+    provides = ("pii", "text_redacted", "title_redacted")
 
     def load_model(self) -> PiiDetector:
         return PiiDetector(self.settings.pii.phone_regions, self.settings.pii.person_names_model)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.understanding import ARTIFACTS_DIR, TextUnderstanding
-from pipeline.config import ModelSettings
+from core.config import ModelSettings
 from pipeline.steps.base import EnrichmentStep, Post
 
 
@@ -24,6 +24,7 @@ def load_understanding(cfg: ModelSettings, int8: bool | None = None) -> TextUnde
 class Understand(EnrichmentStep[TextUnderstanding]):
     name = "understanding"
     label = "ClassifySentimentIntentTopic"
+    provides = ("sentiment", "intent", "relevance", "topic")
 
     def load_model(self) -> TextUnderstanding:
         return load_understanding(self.settings.models)

@@ -1,0 +1,474 @@
+"""The `triage` command line: services, setup, batch, stream, publish, query, the agents' desk, reprocess, alerts.
+
+Heavy modules (Beam, clients) are imported inside the commands so that logging is configured first
+and `triage services up` starts instantly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Callable
+
+from core import logs
+from core.config import ConfigError, Settings, load_settings
+from core.redact import redact_text, redact_url
+from core.terminal import printable
+
+log = logging.getLogger("triage")
+
+
+def _services(settings: Settings, args: argparse.Namespace) -> int:
+    from core import services
+    action = {"up": services.up, "down": services.down, "status": services.status}[args.action]
+    print("\n".join(action(settings.services)))
+    if args.action == "up":
+        print(f"Kafka: {settings.kafka.bootstrap_servers}   Elasticsearch: {redact_url(settings.elasticsearch.url)}")
+    return 0
+
+
+def _setup(settings: Settings, args: argparse.Namespace) -> int:
+    from core.provision import setup_all
+    print("\n".join(setup_all(settings, kafka=not args.no_kafka, elasticsearch=not args.no_elasticsearch)))
+    return 0
+
+
+def _batch(settings: Settings, args: argparse.Namespace) -> int:
+    from cli import report
+    from pipeline.batch import BatchJob, run
+    job = BatchJob(inputs=args.input, output=args.output, dead_letters=args.dead_letters, kafka_from=args.kafka_from,
+                   kafka_to=args.kafka_to, query=args.query, max_errors=args.max_errors, beam_args=args.beam_args)
+    summary = run(settings, job)
+    print(report.format_batch_summary(summary))
+    if args.summary_json:
+        with open(args.summary_json, "w", encoding="utf-8") as handle:
+            json.dump({"counters": summary.counters, "seconds": summary.seconds}, handle, indent=1)
+    dead = summary.count("dead_letters")
+    if args.max_errors is not None and dead > args.max_errors:
+        print(f"FAILED: {dead} dead letters, more than --max-errors {args.max_errors}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _stream_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.io.consumer_group import format_status, group_status
+    status = group_status(settings.kafka, args.group or settings.stream.group_id,
+                          args.topic or [settings.kafka.topics.raw])
+    print(json.dumps(status.to_dict()) if args.json else format_status(status))
+    return 0
+
+
+def _stream(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import stream
+    if args.status:
+        return _stream_status(settings, args)
+    job = stream.StreamJob(topics=args.topic or [settings.kafka.topics.raw], group_id=args.group or settings.stream.group_id,
+                           workers=args.workers, metrics_port=settings.stream.metrics_port if args.metrics_port is None
+                           else args.metrics_port, beam_args=args.beam_args,
+                           instance_id=args.instance_id or settings.stream.instance_id)
+    worker_argv = (["--config", args.config] if args.config else []) + ["stream"]
+    worker_argv += [a for t in job.topics for a in ("--topic", t)] + ["--group", job.group_id]
+    code = 1
+    try:
+        code = stream.run(settings, job, worker_argv)
+    except Exception as exc:
+        log.debug("stream failed", exc_info=True)
+        print(f"triage stream: {_explain(exc)}", file=sys.stderr)
+    finally:
+        # A worker must really exit (and be restarted) even if a client library left a thread running.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _publish(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.jsonl_publisher import publish
+    count = publish(settings.kafka, args.input, args.topic)
+    print(f"published {count} records to {args.topic or settings.kafka.topics.raw}")
+    return 0
+
+
+def _connect(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors import run
+    from connectors.config import ConnectConfigError
+    try:
+        counts = run.run(settings, args.config_file, args.source, once=args.once)
+    except ConnectConfigError as exc:
+        print(f"triage connect: {redact_text(exc)}", file=sys.stderr)
+        return 2
+    for name, count in counts.items():
+        print(f"{name}: " + ("stopped with an error (see the log)" if count < 0 else f"{count} posts delivered"))
+    return 1 if any(count < 0 for count in counts.values()) else 0
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    from apps import query
+    from core.clients import elasticsearch_client
+    filters = query.QueryFilters(text=" ".join(args.text) or None, source=args.source, language=args.language,
+                                 sentiment=args.sentiment, intent=args.intent, topic=args.topic,
+                                 pii_type=args.pii_type, queue=args.queue, priority=args.priority, status=args.status,
+                                 pii=args.pii, since=args.since, until=args.until)
+    es = elasticsearch_client(settings.elasticsearch)
+    index = settings.elasticsearch.read_alias
+    try:
+        if args.sla or args.top_terms or args.by:
+            return _analytics(es, index, filters, args)
+        if args.summary:
+            result = query.summarize(es, settings.elasticsearch.read_alias, filters, args.interval)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else query.format_summary(result))
+        else:
+            result = query.search(es, settings.elasticsearch.read_alias, filters, args.size)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else query.format_posts(result))
+    finally:
+        es.close()
+    return 0
+
+
+def _analytics(es, index: str, filters, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from apps import analytics
+    if args.sla:
+        result: object = analytics.service_level(es, index, filters)
+        text = analytics.format_service_level(result)  # type: ignore[arg-type]
+    elif args.top_terms:
+        if not filters.sentiment:
+            filters.sentiment = ["negative"]
+        result = analytics.top_terms(es, index, filters, args.size)
+        text = "\n".join(f"  {printable(term):<24} {count:>6}" for term, count in result)  # type: ignore[attr-defined]
+    else:
+        counts = analytics.over_time(es, index, filters, args.by, args.interval)
+        result = analytics.shares(counts) if args.share else counts
+        text = "\n".join(f"  {printable(when)}  " + "  ".join(f"{printable(k)}={v}" for k, v in row.items())
+                         for when, row in result.items())
+    print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _desk(settings: Settings, args: argparse.Namespace) -> int:
+    from apps import desk
+    from core.clients import elasticsearch_client
+    cfg, agent = settings.elasticsearch, desk.current_agent(args.agent)
+    es = elasticsearch_client(cfg)
+    try:
+        if args.command == "queue":
+            result = desk.queue(es, cfg, args.queue, agent if args.mine else None, size=args.size)
+            print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else desk.format_queue(result))
+            return 0
+        if args.command == "export-labels":
+            print(f"exported {desk.export_labels(es, cfg, args.out)} corrected posts to {args.out}")
+            return 0
+        actions = {
+            "claim": lambda: desk.claim(es, cfg, args.id, agent, args.force),
+            "answer": lambda: desk.answer(es, cfg, args.id, agent, args.note, args.force),
+            "close": lambda: desk.close(es, cfg, args.id, agent),
+            "relabel": lambda: desk.relabel(es, cfg, args.id, agent, args.intent, args.sentiment, args.topic),
+        }
+        post = actions[args.command]()
+        state = post["agent"]
+        by = f" by {state['assignee']}" if state.get("assignee") else ""
+        print(printable(f"{args.id}: {state['status']}{by}")  # the assignee may be another agent's chosen name
+              + (f", within SLA: {state['within_sla']}" if "within_sla" in state else ""))
+        return 0
+    except desk.DeskError as exc:
+        print(f"triage {args.command}: {printable(exc)}", file=sys.stderr)  # may name another agent or a post id
+        return 1
+    finally:
+        es.close()
+
+
+def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    from apps import reprocess
+    report = reprocess.reprocess(settings, args.workdir)
+    print(reprocess.format_report(report, settings.elasticsearch))
+    return 0
+
+
+def _alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from apps import alerts
+    from core.clients import elasticsearch_client
+    cfg = settings.alerts
+    if args.webhook:
+        from pydantic import SecretStr
+        cfg = cfg.model_copy(update={"webhook_url": SecretStr(args.webhook)})
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
+        alerts.run(es, settings.elasticsearch.read_alias, cfg, args.every, now)
+        return 0
+    finally:
+        es.close()
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from cli import demo
+    code = demo.run(settings, args.samples, start_services=not args.no_services)
+    if code or args.no_live:
+        return code
+    from pathlib import Path
+    from cli import demo_live
+    return demo_live.run(settings, args.samples, Path(settings.services.data_dir) / "demo", count=args.live_posts)
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from models import evaluate
+    from models.language import LanguageDetector
+    from models.pii import PiiDetector
+    from pipeline.steps.understanding import load_understanding
+    enrichment, models_cfg = settings.enrichment, settings.models
+    language = LanguageDetector(enrichment.languages, enrichment.language_min_score, enrichment.language_min_letters,
+                                enrichment.language_min_words)
+    pii = PiiDetector(settings.pii.phone_regions, settings.pii.person_names_model)
+    report = {"language_and_pii": evaluate.language_result(language), "pii": evaluate.pii_results(pii)}
+    print(evaluate.format_results([report["language_and_pii"], *report["pii"]],
+                                  "Language and personal data (team-written sets in data/eval/)"))
+    data = args.data or os.environ.get("TRIAGE_DATA_DIR")
+    precisions = ["fp32", "int8"] if args.precision == "both" else [args.precision or ("int8" if models_cfg.int8 else "fp32")]
+    for precision in precisions:
+        understanding = load_understanding(models_cfg, int8=precision == "int8")
+        results = [evaluate.intent_result(understanding), *evaluate.topic_results(understanding.encoder)]
+        if data:
+            results += evaluate.benchmark_results(understanding, data, args.limit)
+        print()
+        print(evaluate.format_results(results, f"Sentiment, relevance, intent and topics: {understanding.version}"))
+        report[precision] = results
+    if not data:
+        print("\n(public benchmarks skipped: pass --data ../shared/data or set TRIAGE_DATA_DIR)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, default=lambda r: r.__dict__, indent=1, ensure_ascii=False)
+    return 0
+
+
+def _topics_check(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from models import evaluate
+    from pipeline.steps.understanding import load_understanding
+    topics_file = args.topics or settings.models.topics_file
+    if not topics_file:
+        print("triage topics-check: no topics file: pass --topics or set models.topics_file", file=sys.stderr)
+        return 2
+    posts = Path(args.posts)
+    if not posts.is_file():
+        print(f"triage topics-check: no labelled posts at {posts}", file=sys.stderr)
+        return 2
+    encoder = load_understanding(settings.models).encoder
+    result, sweep = evaluate.topic_result(encoder, topics_file, posts, posts.stem,
+                                          sweep=[round(0.75 + step / 100, 2) for step in range(18)])
+    print(evaluate.format_results([result], f"Topics file {topics_file} on {posts} (its own threshold)"))
+    best = max(sweep.values())
+    print("\nthreshold  accuracy")
+    for threshold, accuracy in sweep.items():
+        print(f"{threshold:9.2f}  {accuracy:8.3f}{'  best' if accuracy == best else ''}")
+    print("\nChoose the threshold on posts you keep apart from the ones you report with; where several tie, a "
+          "higher one gives fewer wrong topics to posts unlike your examples.")
+    return 0
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.mode == "stream":
+        from cli import bench_stream
+        return bench_stream.run(settings, args.samples, args.duration, args.workdir, args.config)
+    from cli import bench
+    return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
+
+
+def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from models import onnx_runtime
+    from models.understanding import ARTIFACTS_DIR, export_key
+    cfg = settings.models
+    key = export_key(Path(cfg.artifacts) if cfg.artifacts else ARTIFACTS_DIR, cfg.encoder)
+    stale = onnx_runtime.stale_exports(cfg.cache_dir, key)
+    freed = 0
+    for path in stale:
+        size = path.stat().st_size
+        freed += size
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({size / 2**20:.0f} MB)")
+        if not args.dry_run:
+            path.unlink()
+    print(f"{len(stale)} old encoder export(s), {freed / 2**20:.0f} MB{' (dry run)' if args.dry_run else ' freed'}; "
+          f"kept the current model's files (encoder-{key}-*)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML configuration file (default: $TRIAGE_CONFIG, then built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[Settings, argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("services", _services, "Start, stop or check the local Kafka- and Elasticsearch-compatible servers.")
+    sub.add_argument("action", choices=["up", "down", "status"])
+
+    sub = command("setup", _setup, "Create the Kafka topics, the index template and the index aliases (idempotent).")
+    sub.add_argument("--no-kafka", action="store_true", help="only set up Elasticsearch")
+    sub.add_argument("--no-elasticsearch", action="store_true", help="only set up Kafka")
+
+    sub = command("batch", _batch, "Enrich posts with the Beam pipeline: files, a Kafka range or an index in; "
+                                   "a file, Elasticsearch or Kafka out.")
+    sub.add_argument("--input", action="append", required=True,
+                     help="JSONL path or glob, 'kafka[:TOPIC]', or 'es[:INDEX]' (repeatable)")
+    sub.add_argument("--output", required=True, help="JSONL path, 'es[:INDEX]' or 'kafka[:TOPIC]'")
+    sub.add_argument("--dead-letters", help="JSONL path or 'kafka[:TOPIC]' (default: beside a file output, "
+                                            "the dead-letter topic for Kafka output, else ./dead-letters.jsonl)")
+    sub.add_argument("--from", dest="kafka_from", help="Kafka input start: offset, earliest, latest or ISO time")
+    sub.add_argument("--to", dest="kafka_to", help="Kafka input end (exclusive): offset, latest or ISO time")
+    sub.add_argument("--query", default="*", help="Elasticsearch query string for index input (default: all)")
+    sub.add_argument("--max-errors", type=int, help="exit non-zero when more records than this are dead letters")
+    sub.add_argument("--summary-json", help="also write the run's counters to this JSON file")
+    sub.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="after --: Beam pipeline options, e.g. -- --runner=FlinkRunner --setup_file=./setup.py")
+
+    sub = command("stream", _stream, "Run the continuous job: raw-posts topic(s) -> enrichment -> Elasticsearch "
+                                     "and the enriched topic, until SIGTERM/SIGINT.")
+    sub.add_argument("--topic", action="append", help="raw topic to read (repeatable; default: kafka.topics.raw)")
+    sub.add_argument("--group", help="consumer group (default: stream.group_id)")
+    sub.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group (default 1)")
+    sub.add_argument("--metrics-port", type=int, help="Prometheus port (default: stream.metrics_port; 0 disables)")
+    sub.add_argument("--instance-id", help="static group membership id (default: stream.instance_id, else "
+                                           "<hostname>-<worker index>); a restart with the same id resumes at once")
+    sub.add_argument("--status", action="store_true",
+                     help="print the consumer group's members, assignment and lag, and exit (starts no worker)")
+    sub.add_argument("--json", action="store_true", help="with --status: one JSON object")
+    sub.add_argument("beam_args", nargs=argparse.REMAINDER, help="after --: Beam pipeline options")
+
+    sub = command("publish", _publish, "Send Post records from JSONL files to the raw-posts Kafka topic.")
+    sub.add_argument("--input", action="append", required=True, help="JSONL path or glob (repeatable)")
+    sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
+
+    sub = command("connect", _connect, "Run the sources in a sources file (RSS/Atom feeds, webhook receiver, file "
+                                       "replay) into the raw-posts topic until SIGTERM/SIGINT.")
+    sub.add_argument("source", nargs="*", help="names of the sources to run (default: all in the file)")
+    sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
+    sub.add_argument("--once", action="store_true", help="one pass of every feed and replay, then exit (no webhook)")
+
+    sub = command("query", _query, "Search the posts index (redacted text) or summarise it.")
+    sub.add_argument("text", nargs="*", help="full-text query (German and English stemming; +, | and - work)")
+    for facet in ("source", "language", "sentiment", "intent", "topic", "pii-type", "queue", "priority", "status"):
+        sub.add_argument(f"--{facet}", action="append", default=[], help=f"only posts with this {facet} (repeatable)")
+    sub.add_argument("--pii", action=argparse.BooleanOptionalAction, default=None,
+                     help="only posts with (--pii) or without (--no-pii) personal data")
+    sub.add_argument("--since", help="created at or after (e.g. 2026-11-01 or now-7d)")
+    sub.add_argument("--until", help="created at or before")
+    sub.add_argument("--size", type=int, default=20, help="posts to show (default 20)")
+    sub.add_argument("--summary", action="store_true", help="counts by source, language, labels and day")
+    sub.add_argument("--interval", default="day", choices=["hour", "day", "week", "month"])
+    sub.add_argument("--by", choices=["source", "language", "sentiment", "intent", "topic", "queue", "priority", "status"],
+                     help="posts per --interval split by this field (e.g. --by sentiment --share)")
+    sub.add_argument("--share", action="store_true", help="with --by: fractions of each interval instead of counts")
+    sub.add_argument("--sla", action="store_true", help="unanswered, overdue, answered within SLA, per queue")
+    sub.add_argument("--top-terms", action="store_true", help="most frequent words (default: of negative posts)")
+    sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    def desk_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = command(name, _desk, help)
+        sub.add_argument("--agent", help="who is acting (default: $TRIAGE_AGENT, then the login name)")
+        return sub
+
+    sub = desk_command("queue", "Open posts for agents, most urgent first (priority, then due time).")
+    sub.add_argument("--queue", help="only this queue (e.g. billing)")
+    sub.add_argument("--mine", action="store_true", help="only posts claimed by me")
+    sub.add_argument("--size", type=int, default=30)
+    sub.add_argument("--json", action="store_true")
+    sub = desk_command("claim", "Take a post; refused when another agent holds it.")
+    sub.add_argument("id")
+    sub.add_argument("--force", action="store_true", help="take it over from another agent")
+    sub = desk_command("answer", "Mark a post answered (records whether it met its deadline).")
+    sub.add_argument("id")
+    sub.add_argument("--note", help="a note for colleagues, kept beside the raw post")
+    sub.add_argument("--force", action="store_true", help="answer although another agent holds it")
+    sub = desk_command("close", "Close a post that needs no answer (spam, duplicate).")
+    sub.add_argument("id")
+    sub = desk_command("relabel", "Correct the model's labels; corrections become training data.")
+    sub.add_argument("id")
+    sub.add_argument("--intent")
+    sub.add_argument("--sentiment")
+    sub.add_argument("--topic")
+    sub = desk_command("export-labels", "Write agents' corrected labels as JSONL training data (redacted text).")
+    sub.add_argument("--out", default="corrected-labels.jsonl")
+
+    sub = command("reprocess", _reprocess, "Re-enrich the posts index with the current models and rules into a new "
+                                           "index version, then swap the aliases (no downtime, agents' fields kept).")
+    sub.add_argument("--workdir", default=".triage/reprocess", help="where dead letters of the run go")
+
+    sub = command("alerts", _alerts, "Detect spikes (topic volume, negative share) in the last hour against the same "
+                                     "hour of previous days; post them to a Slack/Teams webhook.")
+    sub.add_argument("--webhook", help="incoming-webhook URL (default: alerts.webhook_url / TRIAGE_ALERTS__WEBHOOK_URL)")
+    sub.add_argument("--every", type=float, help="keep checking every this many seconds")
+    sub.add_argument("--now", help="evaluate as of this ISO time instead of the current time (replays)")
+
+    sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise; "
+                                 "then watch replayed and webhook posts flow through the streaming job.")
+    sub.add_argument("--samples", default="data/samples/*.jsonl", help="sample posts (default: data/samples/*.jsonl)")
+    sub.add_argument("--no-services", action="store_true", help="use the Kafka/Elasticsearch in the configuration")
+    sub.add_argument("--no-live", action="store_true", help="skip the live part (replay + webhook -> stream job)")
+    sub.add_argument("--live-posts", type=int, default=60, help="posts the live replay sends (default 60)")
+
+    sub = command("topics-check", _topics_check, "Measure a topics file on your own labelled posts: accuracy, "
+                                                 "per-topic F1 and accuracy by threshold.")
+    sub.add_argument("--posts", required=True, help="JSONL, one post a line: {\"text\": ..., \"topic\": NAME or null}")
+    sub.add_argument("--topics", help="topics file (default: models.topics_file)")
+
+    sub = command("eval", _eval, "Measure every model: sentiment/relevance on public benchmarks, intent, language, "
+                                 "personal data.")
+    sub.add_argument("--data", help="folder with umsab/, tweeteval/, germeval2017/ (default: $TRIAGE_DATA_DIR)")
+    sub.add_argument("--precision", choices=["fp32", "int8", "both"], help="encoder precision (default: models.int8)")
+    sub.add_argument("--limit", type=int, help="only the first N texts of each public test set (quick check)")
+    sub.add_argument("--json", help="also write all results to this JSON file")
+
+    sub = command("prune-cache", _prune_cache, "Remove ONNX exports of other model versions from models.cache_dir "
+                                               "(about 600 MB each); the configured model's files stay.")
+    sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+    sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
+                                   "or the streaming job (fixed rates, latency percentiles).")
+    sub.add_argument("mode", nargs="?", choices=["batch", "stream"], default="batch")
+    sub.add_argument("--n", type=int, default=10_000, help="batch: posts to enrich (default 10000)")
+    sub.add_argument("--duration", type=float, default=60.0, help="stream: seconds per rate (default 60)")
+    sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")
+    sub.add_argument("--workdir", default=".triage/bench", help="where generated input and outputs go")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "beam_args", None) and args.beam_args[0] == "--":
+        args.beam_args = args.beam_args[1:]
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.logging)
+    try:
+        return args.handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for users; the traceback goes to the debug log
+        log.debug("command failed", exc_info=True)
+        print(f"triage {args.command}: {_explain(exc)}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: Exception) -> str:
+    """Turn connection failures into advice; other errors are shown as they are."""
+    from elastic_transport import ConnectionError as EsConnectionError
+    from kafka.errors import KafkaTimeoutError
+    if isinstance(exc, KafkaTimeoutError) and "bootstrap" in str(exc):
+        return ("cannot reach Kafka (kafka.bootstrap_servers / TRIAGE_KAFKA_BOOTSTRAP). "
+                "Start the local services with `triage services up`, or point TRIAGE_KAFKA_BOOTSTRAP at your cluster.")
+    if isinstance(exc, EsConnectionError):
+        return ("cannot reach Elasticsearch (elasticsearch.url / TRIAGE_ES_URL). "
+                "Start the local services with `triage services up`, or point TRIAGE_ES_URL at your cluster.")
+    return redact_text(f"{type(exc).__name__}: {exc}")  # client errors often quote the URL, credentials too
+
+
+if __name__ == "__main__":
+    sys.exit(main())

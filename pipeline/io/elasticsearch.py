@@ -1,0 +1,108 @@
+"""Bulk indexing of enriched posts with deterministic ids, bounded retries and per-document rejections.
+
+Each post becomes two documents (core/documents.py): a redacted one in the posts write alias and
+a raw one in the private index. Both use a hash of the post id as _id (documents.doc_key), so a re-run
+or a redelivery overwrites instead of duplicating. Each write replaces the whole document except the
+agents' fields (`agent.*`, `agent_notes`), which survive a redelivery or a reprocess: a post id sent
+twice ends as exactly its last version (a partial update would have kept the first version's title,
+author or url), and a new post starts as status 'new'.
+Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
+documents that failed; any other per-document error is a rejection returned to the caller with a
+reason that names the field and the error type but never the value.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, NamedTuple, Sequence
+
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError, Elasticsearch
+
+from core.config import ElasticsearchSettings
+from core.documents import (ANALYST_AGENT_FIELDS, NEW_POST_AGENT_FIELDS, PRIVATE_AGENT_FIELDS,
+                                analyst_document, doc_key, private_document)
+from core.redact import redact_url
+from core.retry import backoff_delays
+
+log = logging.getLogger(__name__)
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# Replace the document, keeping the fields named in params.keep (the agents' own) as they are.
+_REPLACE_KEEPING = ("Map kept = new HashMap(); for (String f : params.keep) { if (ctx._source.containsKey(f)) "
+                    "{ kept.put(f, ctx._source.get(f)); } } ctx._source.clear(); ctx._source.putAll(params.doc); "
+                    "ctx._source.putAll(kept);")
+
+
+def _replace(index: str, key: str, doc: dict[str, Any], keep: tuple[str, ...], upsert: dict[str, Any]) -> list[str]:
+    """The two bulk lines that write `doc` whole, keeping the agents' fields, or create it as `upsert`."""
+    return [json.dumps({"update": {"_index": index, "_id": key}}),
+            json.dumps({"script": {"source": _REPLACE_KEEPING, "params": {"doc": doc, "keep": list(keep)}},
+                        "upsert": upsert}, ensure_ascii=False)]
+
+
+class Rejection(NamedTuple):
+    post: dict[str, Any]
+    reason: str
+
+
+class IndexUnavailable(RuntimeError):
+    """Elasticsearch did not accept the batch within the retry budget."""
+
+
+def _rejection_reason(error: dict[str, Any]) -> str:
+    reason = str(error.get("reason", ""))
+    # Elasticsearch appends "Preview of field's value: '...'" - personal data must not travel into logs.
+    reason = reason.split("Preview of field's value")[0].strip().rstrip(".")
+    return f"{error.get('type', 'error')}: {reason[:200]}"
+
+
+class ElasticsearchBulkWriter:
+    def __init__(self, es: Elasticsearch, cfg: ElasticsearchSettings, index: str | None = None) -> None:
+        # This writer owns retries (per document, bounded, with backoff): switch off the client's own.
+        self.es = es.options(max_retries=0, retry_on_status=())
+        self.cfg = cfg
+        self.index = index or cfg.write_alias
+
+    def _bulk(self, posts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result per post: the worse of its two documents' results."""
+        operations: list[str] = []
+        for post in posts:
+            key, doc, private = doc_key(post["id"]), analyst_document(post), private_document(post)
+            operations += _replace(self.index, key, doc, ANALYST_AGENT_FIELDS, {**doc, "agent": NEW_POST_AGENT_FIELDS})
+            operations += _replace(self.cfg.private_index, key, private, PRIVATE_AGENT_FIELDS, private)
+        response = self.es.bulk(operations="\n".join(operations) + "\n")
+        results = [next(iter(item.values())) for item in response["items"]]
+        return [max(pair, key=lambda r: r["status"]) for pair in zip(results[::2], results[1::2])]
+
+    def write(self, posts: Sequence[dict[str, Any]]) -> list[Rejection]:
+        """Index posts; return the rejected ones. Raises IndexUnavailable when retries run out."""
+        pending, rejected = list(posts), []
+        delays = backoff_delays(self.cfg.max_retries, self.cfg.retry_backoff_s)
+        while pending:
+            try:
+                results = self._bulk(pending)
+            except (TransportConnectionError, ConnectionTimeout, ApiError) as exc:
+                status = getattr(exc, "status_code", None)
+                if isinstance(exc, ApiError) and status not in _RETRYABLE_STATUS:
+                    raise IndexUnavailable(f"bulk request refused: HTTP {status} {exc.error}") from exc
+                cause = f"HTTP {status}" if status else type(exc).__name__
+            else:
+                retry = []
+                for post, result in zip(pending, results):
+                    if result["status"] in _RETRYABLE_STATUS:
+                        retry.append(post)
+                    elif result["status"] >= 300:
+                        rejected.append(Rejection(post, _rejection_reason(result.get("error", {}))))
+                if not retry:
+                    return rejected
+                pending, cause = retry, f"{len(retry)} documents throttled or failed"
+            delay = next(delays, None)
+            if delay is None:
+                raise IndexUnavailable(f"Elasticsearch at {redact_url(self.cfg.url)} did not accept {len(pending)} documents "
+                                       f"after {self.cfg.max_retries} retries ({cause})")
+            log.warning("elasticsearch bulk retry", extra={"fields": {"cause": cause, "delay_s": round(delay, 2),
+                                                                      "documents": len(pending)}})
+            time.sleep(delay)
+        return rejected

@@ -1,1 +1,0 @@
-"""Writers for enriched posts and dead letters, independent of Beam so the streaming job can ack after them."""
