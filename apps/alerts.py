@@ -21,6 +21,7 @@ from elasticsearch import Elasticsearch
 
 from core.config import AlertSettings
 from core.terminal import printable
+from core.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Alert:
 
 
 def _window(end: datetime) -> dict[str, Any]:
-    return {"range": {"created_at": {"gte": (end - timedelta(hours=1)).isoformat(), "lt": end.isoformat()}}}
+    return {"range": {"created_at": {"gte": utc_iso(end - timedelta(hours=1)), "lt": utc_iso(end)}}}
 
 
 def detect(es: Elasticsearch, index: str, cfg: AlertSettings, now: Optional[datetime] = None) -> list[Alert]:

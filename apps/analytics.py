@@ -13,10 +13,11 @@ from typing import Any, Optional
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
+from apps.desk import OPEN_STATUSES
 from apps.query import FACETS, QueryFilters, build_query
 from core.terminal import printable
+from core.timestamps import utc_iso
 
-OPEN = ["new", "claimed"]
 _WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
 
@@ -38,8 +39,8 @@ def shares(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
 
 def _sla_aggs(now: str) -> dict[str, Any]:
     return {
-        "unanswered": {"filter": {"terms": {"agent.status": OPEN}}},
-        "overdue": {"filter": {"bool": {"filter": [{"terms": {"agent.status": OPEN}},
+        "unanswered": {"filter": {"terms": {"agent.status": list(OPEN_STATUSES)}}},
+        "overdue": {"filter": {"bool": {"filter": [{"terms": {"agent.status": list(OPEN_STATUSES)}},
                                                    {"range": {"triage.due_at": {"lt": now}}}]}}},
         "answered": {"filter": {"exists": {"field": "agent.answered_at"}}},
         "within_sla": {"filter": {"term": {"agent.within_sla": True}}},
@@ -58,7 +59,7 @@ def service_level(es: Elasticsearch, index: str, filters: QueryFilters, now: Opt
 
     `sla_share` is answered-within-deadline over answered: the figure a care team is judged by.
     """
-    instant = (now or datetime.now(timezone.utc)).isoformat()
+    instant = utc_iso(now or datetime.now(timezone.utc))
     aggs = _sla_aggs(instant)
     response = es.search(index=index, query=build_query(filters), size=0, track_total_hits=True, aggs={
         **aggs, "queue": {"terms": {"field": "triage.queue", "size": 50}, "aggs": aggs}})

@@ -22,8 +22,9 @@ from core.labels import INTENT_LABELS, SENTIMENT_LABELS
 from core.config import ElasticsearchSettings
 from core.documents import doc_key, joined
 from core.terminal import printable
+from core.timestamps import utc_now
 
-OPEN_STATUSES = ("new", "claimed")
+OPEN_STATUSES = ("new", "claimed")  # defined here only: the queue and apps/analytics.py use it
 _ATTEMPTS = 5
 _DOC_KEY = re.compile(r"[0-9a-f]{32}")
 Agent = dict[str, Any]
@@ -36,10 +37,6 @@ class DeskError(RuntimeError):
 def current_agent(explicit: Optional[str] = None) -> str:
     """Who is acting: --agent, else $TRIAGE_AGENT, else the login name."""
     return explicit or os.environ.get("TRIAGE_AGENT") or getpass.getuser()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def queue(es: Elasticsearch, cfg: ElasticsearchSettings, queue_name: Optional[str] = None,
@@ -76,7 +73,7 @@ def _change(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str,
             current = es.get(index=cfg.read_alias, id=document_id(post_id))
         except NotFoundError:
             raise DeskError(f"no post with id {post_id}") from None
-        agent = {**decide(current["_source"]), "updated_at": _now()}
+        agent = {**decide(current["_source"]), "updated_at": utc_now()}
         try:
             es.update(index=current["_index"], id=current["_id"], doc={"agent": agent}, refresh="wait_for",
                       if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
@@ -99,7 +96,7 @@ def claim(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: st
         if fields["status"] == "claimed" and holder != agent and not force:
             raise DeskError(f"post {post_id} is claimed by {holder} since {fields.get('claimed_at')}; "
                             "use --force to take it over")
-        return {**fields, "status": "claimed", "assignee": agent, "claimed_at": _now()}
+        return {**fields, "status": "claimed", "assignee": agent, "claimed_at": utc_now()}
     return _change(es, cfg, post_id, decide)
 
 
@@ -113,7 +110,7 @@ def answer(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: s
             raise DeskError(f"post {post_id} is claimed by {holder}; use --force to answer it anyway")
         if fields["status"] in ("answered", "closed"):
             raise DeskError(f"post {post_id} is already {fields['status']}")
-        answered_at = _now()
+        answered_at = utc_now()
         due = (post.get("triage") or {}).get("due_at")
         return {**fields, "status": "answered", "assignee": agent, "answered_at": answered_at,
                 "within_sla": due is None or _instant(answered_at) <= _instant(due)}
@@ -129,7 +126,7 @@ def close(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: st
         fields = _agent(post)
         if fields["status"] == "closed":
             raise DeskError(f"post {post_id} is already closed")
-        return {**fields, "status": "closed", "closed_at": _now(), "closed_by": agent}
+        return {**fields, "status": "closed", "closed_at": utc_now(), "closed_by": agent}
     return _change(es, cfg, post_id, decide)
 
 
@@ -147,7 +144,7 @@ def relabel(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent: 
         fields = _agent(post)
         corrected = {k: v for k, v in (fields.get("corrected") or {}).items()}
         corrected.update({k: v for k, v in (("intent", intent), ("sentiment", sentiment), ("topic", topic)) if v})
-        return {**fields, "corrected": {**corrected, "by": agent, "at": _now()}}
+        return {**fields, "corrected": {**corrected, "by": agent, "at": utc_now()}}
     return _change(es, cfg, post_id, decide)
 
 
@@ -155,7 +152,7 @@ def add_note(es: Elasticsearch, cfg: ElasticsearchSettings, post_id: str, agent:
     """Append a note beside the raw post (private index), with the same concurrency guard."""
     for _ in range(_ATTEMPTS):
         current = es.get(index=cfg.private_index, id=document_id(post_id))
-        notes = [*current["_source"].get("agent_notes", []), {"by": agent, "at": _now(), "text": note}]
+        notes = [*current["_source"].get("agent_notes", []), {"by": agent, "at": utc_now(), "text": note}]
         try:
             es.update(index=cfg.private_index, id=current["_id"], doc={"agent_notes": notes},
                       if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])

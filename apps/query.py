@@ -12,12 +12,14 @@ from elasticsearch import Elasticsearch
 
 from core.terminal import printable
 
-SEARCH_FIELDS = ["text_redacted", "text_redacted.de", "text_redacted.en", "title", "title.de", "title.en"]
+# The redacted text and title with their German and English subfields (schemas/elasticsearch/posts.index-template.json);
+# the posts index holds no raw `title` or `text`.
+SEARCH_FIELDS = [f"{name}{language}" for name in ("text_redacted", "title_redacted") for language in ("", ".de", ".en")]
 FACETS = {"source": "source", "language": "language.code", "sentiment": "sentiment.label",
           "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types", "queue": "triage.queue",
           "priority": "triage.priority", "status": "agent.status"}
-RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "text_redacted",
-                 "triage.queue", "triage.priority", "agent.status"]
+RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "title_redacted",
+                 "text_redacted", "triage.queue", "triage.priority", "agent.status"]
 
 
 @dataclass
@@ -82,7 +84,7 @@ def format_posts(result: dict[str, Any], width: int = 100) -> str:
         labels += [post[k]["label"] for k in ("sentiment", "intent") if k in post]
         if post.get("pii", {}).get("types"):
             labels.append("pii:" + ",".join(post["pii"]["types"]))
-        text = " ".join(str(post.get("text_redacted") or "").split())
+        text = " ".join(f"{post.get('title_redacted') or ''} {post.get('text_redacted') or ''}".split())
         # Every cell comes from the post: shown through printable(), so its control characters cannot act.
         lines.append(f"{printable(str(post.get('created_at') or '')[:16]):<16}  "
                      f"{printable(' '.join(map(str, labels))):<40}  {printable(text, limit=width)}")

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cli.bench import read_posts
 from core.clients import elasticsearch_client, kafka_options
-from core.config import Settings, load_settings
+from core.config import CONFIG_FILE_ENV, Settings, _deep_merge, load_settings
 from core.documents import doc_key
 from core.provision import setup_all, teardown_all
 from core.redact import redact_url
@@ -74,6 +74,19 @@ def _lag(settings: Settings, group: str, topic: str) -> int:
         consumer.close()
 
 
+def bench_config(work: Path, config: Optional[str], overrides: dict[str, Any]) -> Path:
+    """The worker's config file: the user's (--config, else $TRIAGE_CONFIG) with the benchmark's names merged in.
+
+    Merged key by key, like load_settings does: the user's kafka.bootstrap_servers, security settings and
+    the rest of each section survive the benchmark's own topics, index and group.
+    """
+    config = config or os.environ.get(CONFIG_FILE_ENV)  # the worker gets TRIAGE_CONFIG=this file, not the user's
+    user = (yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}) if config else {}  # load_settings checked it
+    path = work / "stream-bench.yaml"
+    path.write_text(yaml.safe_dump(_deep_merge(user, overrides)))
+    return path
+
+
 def run(base: Settings, samples: str, duration_s: float, workdir: str, config: Optional[str]) -> int:
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -82,9 +95,7 @@ def run(base: Settings, samples: str, duration_s: float, workdir: str, config: O
                                       "dead_letter": f"{name}.dead"}},
                  "elasticsearch": {"index_prefix": name}, "stream": {"group_id": name, "metrics_port": 0},
                  "logging": {"level": "WARNING", "format": "json"}}
-    config_file = work / "stream-bench.yaml"
-    user = yaml.safe_load(Path(config).read_text()) if config else {}
-    config_file.write_text(yaml.safe_dump({**user, **overrides}))
+    config_file = bench_config(work, config, overrides)
     settings = load_settings(config_file)
     setup_all(settings)
     es = elasticsearch_client(settings.elasticsearch)

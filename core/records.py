@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
 
 import schemas
 from core import safe_json
+from core.timestamps import utc_now  # noqa: F401 (also imported from here by the pipeline)
 
 
 class RawRecord(NamedTuple):
@@ -51,10 +51,6 @@ class DeadLetter(NamedTuple):
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         return [("triage.reason_code", self.reason_code.encode()), ("triage.reason", self.reason.encode()),
                 ("triage.origin", self.origin.encode()), ("triage.failed_at", self.failed_at.encode())]
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dead_letter(reason_code: str, reason: str, record: RawRecord) -> DeadLetter:

@@ -25,6 +25,23 @@ INTENT_HYPOTHESES = {
 }
 
 
+def check_hypotheses(hypotheses: dict[str, str], labels: Sequence[str] = INTENT_LABELS) -> None:
+    """Raise ValueError unless there is one distinct hypothesis for each intent label, and none for another label.
+
+    A real check, not an `assert` (which `python -O` removes): without it a zero-shot model would give
+    posts labels outside the label set, or never give some labels, without a word.
+    """
+    problems = []
+    if missing := sorted(set(labels) - set(hypotheses)):
+        problems.append(f"no hypothesis for {', '.join(missing)}")
+    if unknown := sorted(set(hypotheses) - set(labels)):
+        problems.append(f"not intent labels: {', '.join(unknown)}")
+    if problems:
+        raise ValueError(f"INTENT_HYPOTHESES must phrase exactly the intent labels: {'; '.join(problems)}")
+    if len(set(hypotheses.values())) != len(hypotheses):
+        raise ValueError("INTENT_HYPOTHESES phrases two intent labels the same way; each needs its own hypothesis")
+
+
 def _result(scores: dict[str, float]) -> dict[str, Any]:
     label = max(scores, key=scores.__getitem__)
     return {"label": label, "score": round(scores[label], 4), "scores": {k: round(v, 4) for k, v in scores.items()}}
@@ -59,6 +76,7 @@ class ZeroShotIntent:
     """Intent by natural-language inference: how strongly the post entails 'This post is <intent>.'"""
 
     def __init__(self, name_or_path: str) -> None:
+        check_hypotheses(INTENT_HYPOTHESES)  # before loading: a mismatch is a programming error, not a model problem
         self._classify = pipeline("zero-shot-classification", model=name_or_path, tokenizer=name_or_path, device=-1)
         self._by_hypothesis = {h: label for label, h in INTENT_HYPOTHESES.items()}
         self.version = f"hub:{name_or_path}"
@@ -69,5 +87,3 @@ class ZeroShotIntent:
         outputs = [outputs] if isinstance(outputs, dict) else outputs
         return [_result({self._by_hypothesis[h]: s for h, s in zip(o["labels"], o["scores"])}) for o in outputs]
 
-
-assert set(INTENT_HYPOTHESES) == set(INTENT_LABELS)
