@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from core.config import Settings
 from pipeline.enrich import SUMMARY_NAMESPACE, EnrichPosts, count_dead_letter
 from pipeline.io import sinks, sources
+from pipeline.io.write import REJECTED_TAG, WriteToElasticsearch, WriteToKafka
 from core.records import DeadLetter, RawRecord
 
 
@@ -112,12 +113,10 @@ def _write_posts(posts: beam.PCollection, target: Target, settings: Settings) ->
     if target.kind == "file":
         sinks.write_jsonl(posts | "PostsToJson" >> beam.Map(sinks.to_json_line), target.name, "WritePostsJsonl")
         return []
-    batches = posts | "BatchPosts" >> beam.BatchElements(min_batch_size=1, max_batch_size=settings.elasticsearch.bulk_size)
     if target.kind == "es":
-        written = batches | "IndexInElasticsearch" >> beam.ParDo(
-            sinks.IndexBatches(settings.elasticsearch, target.name)).with_outputs(sinks.REJECTED_TAG, main="done")
-        return [written[sinks.REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter)]
-    batches | "ProducePosts" >> beam.ParDo(sinks.ProduceBatches(settings.kafka, target.name))
+        written = posts | "IndexInElasticsearch" >> WriteToElasticsearch(settings.elasticsearch, target.name)
+        return [written[REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter)]
+    posts | "ProducePosts" >> WriteToKafka(settings.kafka, target.name, kind="posts")
     return []
 
 
@@ -126,8 +125,7 @@ def _write_dead_letters(letters: beam.PCollection, target: Target, settings: Set
         sinks.write_jsonl(letters | "DeadLettersToJson" >> beam.Map(DeadLetter.to_json), target.name,
                           "WriteDeadLettersJsonl")
     elif target.kind == "kafka":
-        (letters | "BatchDeadLetters" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
-         | "ProduceDeadLetters" >> beam.ParDo(sinks.ProduceBatches(settings.kafka, target.name)))
+        letters | "ProduceDeadLetters" >> WriteToKafka(settings.kafka, target.name, kind="dead_letters")
     else:
         raise ValueError("dead letters go to a JSONL file or a Kafka topic, not to an index")
 

@@ -2,8 +2,10 @@
 
 Per bundle (one poll round of the source) the fused graph reads, enriches, bulk-indexes, publishes
 the enriched posts and the dead letters, and only then commits the offsets it read (see
-pipeline/io/kafka_stream.py). While Elasticsearch is down the job waits with backoff for up to
-stream.max_outage_s, then exits non-zero so that a supervisor restarts it from the committed offsets.
+pipeline/io/kafka_stream.py). While Elasticsearch is down the job applies backpressure: the source's
+partitions are paused and it keeps polling (so the worker stays in its consumer group, however short
+stream.max_poll_interval_s) while the write retries with backoff for up to stream.max_outage_s; then
+the worker exits non-zero so that a supervisor restarts it from the committed offsets.
 `--workers N` runs N such processes in one consumer group and restarts any that die.
 """
 from __future__ import annotations
@@ -24,12 +26,8 @@ from pipeline import observability
 from core.clients import elasticsearch_client
 from core.config import Settings
 from pipeline.enrich import EnrichPosts
-from pipeline.io.kafka_stream import STOP, ReadKafkaStream
-from core.redact import redact_text
-from core.records import DeadLetter, RawRecord, dead_letter, post_payload
-from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
-from core.kafka_writer import KafkaWriter
-from core.retry import backoff_delays
+from pipeline.io.kafka_stream import STOP, ReadKafkaStream, keep_membership
+from pipeline.io.write import REJECTED_TAG, WRITTEN_TAG, WriteToElasticsearch, WriteToKafka
 
 log = logging.getLogger("triage.stream")
 
@@ -50,103 +48,29 @@ class StreamJob:
         return f"{self.instance_id or socket.gethostname()}-{index}"
 
 
-class IndexAndPublish(beam.DoFn):
-    """Bulk-indexes each bundle's enriched posts, then publishes them; rejected ones become dead letters.
+class IndexAndPublish(beam.PTransform):
+    """Bulk-indexes a bundle's enriched posts, then publishes the acknowledged ones to the enriched topic;
+    posts Elasticsearch rejects go to the dead-letter topic.
 
-    Writing happens at the end of the bundle (or every bulk_size posts), before the source's bundle
-    finalizer commits the offsets: a crash anywhere before the commit means redelivery, never loss.
+    Both writes happen per bundle (and every bulk_size posts), before the source's bundle finalizer
+    commits the offsets: a crash anywhere before the commit means redelivery, never loss. While
+    Elasticsearch is unavailable the write waits through the Kafka source (keep_membership: partitions
+    paused, polls go on, the worker stays in its group) for up to stream.max_outage_s, then fails the
+    worker, which restarts from the committed offsets.
     """
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
 
-    def setup(self) -> None:
-        self._es = elasticsearch_client(self.settings.elasticsearch)
-        self._index = ElasticsearchBulkWriter(self._es, self.settings.elasticsearch)
-        self._kafka = KafkaWriter(self.settings.kafka)
-
-    def start_bundle(self) -> None:
-        self._buffer: list[dict[str, Any]] = []
-
-    def process(self, post: dict[str, Any]) -> None:
-        self._buffer.append(post)
-        if len(self._buffer) >= self.settings.elasticsearch.bulk_size:
-            self._flush()
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        posts, self._buffer = self._buffer, []
-        if not posts:
-            return
-        rejected = self._index_patiently(posts)
-        acked_ms = time.time() * 1000
-        observability.BATCH_SIZE.observe(len(posts))
-        rejected_ids = {r.post["id"] for r in rejected}
-        accepted = [p for p in posts if p["id"] not in rejected_ids]
-        observability.POSTS_INDEXED.inc(len(accepted))
-        for post in accepted:
-            if post.get("_produced_ms"):
-                observability.END_TO_END_SECONDS.observe(max(0.0, acked_ms - post["_produced_ms"]) / 1000)
+    def expand(self, posts: beam.PCollection) -> Any:
         topics = self.settings.kafka.topics
-        self._kafka.write_posts(topics.enriched, accepted)
-        observability.POSTS_PUBLISHED.inc(len(accepted))
-        if rejected:
-            letters = [dead_letter("index_rejected", r.reason, RawRecord(post_payload(r.post), f"post:{r.post['id']}"))
-                       for r in rejected]
-            self._kafka.write_dead_letters(topics.dead_letter, letters)
-            observability.DEAD_LETTERS.labels("index_rejected").inc(len(letters))
-
-    def _index_patiently(self, posts: list[dict[str, Any]]) -> list[Any]:
-        """Retry while Elasticsearch is unavailable, up to stream.max_outage_s; then fail the worker.
-
-        A stop request during an outage fails at once: the batch cannot be flushed, its offsets stay
-        uncommitted, and the next start re-reads it.
-        """
-        started = time.monotonic()
-        delays = backoff_delays(1000, 1.0, cap_s=10.0)
-        while True:
-            try:
-                return self._index.write(posts)
-            except IndexUnavailable as exc:
-                waited = time.monotonic() - started
-                if waited > self.settings.stream.max_outage_s or STOP.is_set():
-                    raise
-                observability.INDEX_RETRIES.inc()
-                log.warning("elasticsearch unavailable, holding the batch",
-                            extra={"fields": {"posts": len(posts), "waited_s": round(waited), "error": redact_text(exc)[:200]}})
-                time.sleep(next(delays))
-
-    def teardown(self) -> None:
-        self._kafka.close()
-        self._es.close()
-
-
-class PublishDeadLetters(beam.DoFn):
-    """Writes a bundle's dead letters to the dead-letter topic before the bundle's offsets are committed."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def setup(self) -> None:
-        self._kafka = KafkaWriter(self.settings.kafka)
-
-    def start_bundle(self) -> None:
-        self._buffer: list[DeadLetter] = []
-
-    def process(self, letter: DeadLetter) -> None:
-        self._buffer.append(letter)
-
-    def finish_bundle(self) -> None:
-        letters, self._buffer = self._buffer, []
-        if letters:
-            self._kafka.write_dead_letters(self.settings.kafka.topics.dead_letter, letters)
-            for letter in letters:
-                observability.DEAD_LETTERS.labels(letter.reason_code).inc()
-
-    def teardown(self) -> None:
-        self._kafka.close()
+        written = posts | "WriteToElasticsearch" >> WriteToElasticsearch(
+            self.settings.elasticsearch, wait=keep_membership, max_outage_s=self.settings.stream.max_outage_s)
+        written[WRITTEN_TAG] | "PublishEnriched" >> WriteToKafka(self.settings.kafka, topics.enriched, kind="posts",
+                                                                 flush_every=self.settings.elasticsearch.bulk_size)
+        return written[REJECTED_TAG] | "PublishRejected" >> WriteToKafka(self.settings.kafka, topics.dead_letter,
+                                                                          kind="dead_letters")
 
 
 def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
@@ -156,9 +80,10 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
                | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id, cfg,
                                                                 job.worker_instance_id())))
     enriched = records | "Enrich" >> EnrichPosts(settings)
-    enriched["enriched"] | "IndexAndPublish" >> beam.ParDo(IndexAndPublish(settings))
+    enriched["enriched"] | "IndexAndPublish" >> IndexAndPublish(settings)
     for i, letters in enumerate(enriched["dead_letters"]):
-        letters | f"PublishDeadLetters[{i}]" >> beam.ParDo(PublishDeadLetters(settings))
+        letters | f"PublishDeadLetters[{i}]" >> WriteToKafka(settings.kafka, settings.kafka.topics.dead_letter,
+                                                             kind="dead_letters")
 
 
 def check_connections(settings: Settings) -> None:

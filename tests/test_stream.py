@@ -350,3 +350,45 @@ def test_stream_pipeline_translates_for_a_portable_runner(settings: Settings) ->
     for step in ("ReadKafka", "Enrich/ParseAndValidate", "Enrich/DetectLanguage", "Enrich/DetectPersonalData",
                  "IndexAndPublish"):
         assert step in names, step
+
+
+def test_an_outage_longer_than_the_poll_interval_keeps_the_worker_in_its_group(harness_factory,
+                                                                                kafka_server: dict) -> None:
+    """Backpressure: while Elasticsearch is down the worker pauses its partitions and keeps polling.
+
+    The sink once slept inside the bundle; an outage longer than max_poll_interval_s then made the
+    worker leave its group, its commit failed and the batch was indexed and published again.
+    """
+    if kafka_server["name"] != "noida":
+        pytest.skip("only noida-db stops Elasticsearch alone")
+    poll_interval_s, outage_s = 10, 25
+    h = harness_factory()
+    config = yaml.safe_load(h.config_file.read_text())
+    config["stream"]["max_poll_interval_s"] = poll_interval_s
+    h.config_file.write_text(yaml.safe_dump(config))
+    h.settings = load_settings(h.config_file)
+    worker = h.start_worker()
+    posts = _posts(600, "backpressure")
+    h.produce(posts[:200])
+    h.wait_for_count(200, 90, "the first 200 posts")
+    services.noida_control(kafka_server["services"], "stop", "elasticsearch")
+    try:
+        for i in range(200, 600, 80):  # posts keep coming during the outage
+            h.produce(posts[i:i + 80])
+            time.sleep(outage_s / 5)
+        assert worker.poll() is None, "the worker died during the outage"
+    finally:
+        services.noida_control(kafka_server["services"], "start", "elasticsearch")
+    h.wait_for_count(600, 180, "the backlog to drain after the outage")
+    ids = h.indexed_ids()
+    assert len(ids) == len(set(ids)) == 600
+    published = h.consume(h.settings.kafka.topics.enriched, 601, timeout_ms=5000)
+    keys = [m.key.decode() for m in published]
+    assert sorted(keys) == sorted(key for key, _ in posts), "every post published once: nothing redelivered"
+    events = _log_events(h.logs / "worker-0.log")
+    held = [e for e in events if e.get("event") == "elasticsearch unavailable, holding the batch"]
+    assert held and max(e["waited_s"] for e in held) > poll_interval_s, "one bundle waited longer than the interval"
+    assert not [e for e in events if e.get("event", "").startswith("offset commit failed")]
+    assert not [e for e in events if e.get("event") == "partitions revoked"], "no rebalance"
+    assert len([e for e in events if e.get("event") == "partitions assigned"]) == 1
+    assert h.stop_all() == [0]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
@@ -58,12 +58,21 @@ def _rejection_reason(error: dict[str, Any]) -> str:
     return f"{error.get('type', 'error')}: {reason[:200]}"
 
 
+def _sleep(delay_s: float) -> None:
+    time.sleep(delay_s)
+
+
 class ElasticsearchBulkWriter:
-    def __init__(self, es: Elasticsearch, cfg: ElasticsearchSettings, index: str | None = None) -> None:
+    """`wait(delay_s)` is how the writer waits between retries: time.sleep, or in the streaming job
+    the Kafka source's backpressure (pipeline/io/kafka_stream.keep_membership), which keeps polling."""
+
+    def __init__(self, es: Elasticsearch, cfg: ElasticsearchSettings, index: str | None = None,
+                 wait: Callable[[float], None] | None = None) -> None:
         # This writer owns retries (per document, bounded, with backoff): switch off the client's own.
         self.es = es.options(max_retries=0, retry_on_status=())
         self.cfg = cfg
         self.index = index or cfg.write_alias
+        self.wait = wait or _sleep
 
     def _bulk(self, posts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per post: the worse of its two documents' results."""
@@ -104,5 +113,5 @@ class ElasticsearchBulkWriter:
                                        f"after {self.cfg.max_retries} retries ({cause})")
             log.warning("elasticsearch bulk retry", extra={"fields": {"cause": cause, "delay_s": round(delay, 2),
                                                                       "documents": len(pending)}})
-            time.sleep(delay)
+            self.wait(delay)
         return rejected

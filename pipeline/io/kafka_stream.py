@@ -43,6 +43,12 @@ A crash outside the first bundle after an assignment is not recorded; the restar
 then starts at that range and is, so a poison record costs at most one stop more than the limit. A
 rebalance whose final commit fails looks like one stop to the ledger; it only narrows the range
 (slower, no loss): dead-lettering needs a stop with the record alone in flight.
+
+Backpressure (`keep_membership`): while a sink of the bundle waits for Elasticsearch, it waits through
+this source, which pauses every assigned partition and keeps calling poll() (no records come while
+paused) until the delay has passed, then resumes. The worker stays a member of its group however long
+the outage lasts (kafka-python leaves the group when poll() is not called within
+max.poll.interval.ms), and the bundle's offsets are committed only once its writes succeeded.
 """
 from __future__ import annotations
 
@@ -73,6 +79,8 @@ from core.records import RawRecord
 
 log = logging.getLogger(__name__)
 STOP = threading.Event()  # set on SIGTERM/SIGINT: the source stops polling and the pipeline drains
+_MEMBER: Optional["ReadKafkaStream"] = None  # this process's source, for keep_membership
+_HOLD_POLL_MS = 500  # how long each poll() of a hold blocks
 _FOREVER = 2 ** 62
 _LAG_EVERY_S = 5.0
 
@@ -110,6 +118,25 @@ def _post_time(value: Optional[bytes], fallback_ms: int) -> float:
     except (ValueError, AttributeError, TypeError):
         pass
     return fallback_ms / 1000
+
+
+class StopRequested(RuntimeError):
+    """The job was asked to stop while a sink was waiting: the bundle fails, its offsets stay uncommitted."""
+
+
+def keep_membership(delay_s: float) -> None:
+    """The streaming sinks' `wait`: backpressure through this process's Kafka source (ReadKafkaStream.hold),
+    or a plain sleep when there is none. A stop request (SIGTERM) ends the wait with StopRequested: the
+    bundle cannot be written, so it fails and the next start re-reads it from the committed offsets."""
+    if STOP.is_set():
+        raise StopRequested("stop requested while waiting for a write; the batch will be re-read")
+    member = _MEMBER
+    if member is None:
+        time.sleep(delay_s)
+    else:
+        member.hold(delay_s)
+    if STOP.is_set():
+        raise StopRequested("stop requested while waiting for a write; the batch will be re-read")
 
 
 class FencedWorker(RuntimeError):
@@ -211,6 +238,9 @@ class ReadKafkaStream(beam.DoFn):
         self._unassigned_since: Optional[float] = None
         self._watch: Optional[GroupWatch] = None
         self._watermark = Timestamp.of(0)
+        self._thread: Optional[int] = None  # the thread that polls (process); only it may call the consumer
+        global _MEMBER
+        _MEMBER = self
 
     def process(self, _: Any, finalizer: Any = beam.DoFn.BundleFinalizerParam,  # must precede the tracker
                 tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_PollRounds()),
@@ -222,6 +252,7 @@ class ReadKafkaStream(beam.DoFn):
             return
         if not tracker.try_claim(round_):
             return
+        self._thread = threading.get_ident()
         if self._suspect and self._awaiting_suspect_round():
             time.sleep(self.poll_timeout_ms / 1000)  # a runner that finalizes late: one suspect record at a time
             tracker.defer_remainder(Duration.of(0))
@@ -262,6 +293,45 @@ class ReadKafkaStream(beam.DoFn):
             observability.COMMITS.labels("failed").inc()
             log.warning("offset commit failed; records will be redelivered",
                         extra={"fields": {"error": type(exc).__name__}})
+
+    def hold(self, delay_s: float) -> None:
+        """Backpressure for `delay_s` seconds: pause every assigned partition and keep polling, then resume.
+
+        Called by a sink of the bundle this source is in (keep_membership). Beam's FnApiRunner runs the
+        fused bundle (this source's process, the enrichment, the sinks' process and finish_bundle) in one
+        thread, the thread that polls, so calling the consumer here is safe; kafka-python's consumer is
+        not thread-safe, so from any other thread this only sleeps. poll() while paused returns no
+        records and resets the max.poll.interval.ms timer; it may run a rebalance (a partition revoked
+        during the hold makes the bundle's later commit fail: logged and counted, records redelivered).
+        """
+        deadline = time.monotonic() + delay_s
+        if self._thread != threading.get_ident():
+            time.sleep(max(0.0, delay_s))
+            return
+        consumer = self._consumer
+        paused = set(consumer.assignment())
+        consumer.pause(*paused)
+        try:
+            while not STOP.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                began = time.monotonic()
+                try:
+                    polled = consumer.poll(timeout_ms=int(min(left * 1000, _HOLD_POLL_MS)) or 1, max_records=1)
+                except FencedInstanceIdError:
+                    raise FencedWorker(f"another worker joined group {self.group_id} "
+                                       f"as instance {self.instance_id}") from None
+                for tp, messages in polled.items():  # not expected while paused; never skip a record
+                    consumer.seek(tp, messages[0].offset)
+                newly = set(consumer.assignment()) - set(consumer.paused())  # after a rebalance: pause those too
+                if newly:
+                    consumer.pause(*newly)
+                    paused |= newly
+                if time.monotonic() - began < 0.01:  # poll returned at once (nothing to wait on): do not spin
+                    time.sleep(min(max(0.0, left), 0.1))
+        finally:
+            consumer.resume(*(paused & set(consumer.assignment())))
 
     # --- the attempts ledger (module docstring) ---
 
@@ -415,6 +485,9 @@ class ReadKafkaStream(beam.DoFn):
                                           "lag": lag, "unassigned_s": round(waited)}})
 
     def teardown(self) -> None:
+        global _MEMBER
+        if _MEMBER is self:
+            _MEMBER = None
         if self._watch:
             self._watch.close()
         self._consumer.close(autocommit=False)

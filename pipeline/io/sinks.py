@@ -1,4 +1,8 @@
-"""Beam sinks for `triage batch`: JSONL files, Elasticsearch and Kafka, for posts and dead letters."""
+"""File sinks for `triage batch`: JSONL files for posts and dead letters.
+
+Elasticsearch and Kafka are written by pipeline/io/write.py (WriteToElasticsearch, WriteToKafka),
+the same transforms the streaming job uses.
+"""
 from __future__ import annotations
 
 import glob
@@ -6,17 +10,11 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import apache_beam as beam
 
-from core.clients import elasticsearch_client
-from core.config import ElasticsearchSettings, KafkaSettings
-from core.records import DeadLetter, RawRecord, dead_letter, post_payload, public
-from pipeline.io.elasticsearch import ElasticsearchBulkWriter
-from core.kafka_writer import KafkaWriter
-
-REJECTED_TAG = "rejected"
+from core.records import public
 
 
 def write_jsonl(pcoll: beam.PCollection, path: str, label: str) -> Any:
@@ -49,44 +47,6 @@ def remove_temp_dirs_on_failure(paths: list[str]) -> Iterator[None]:
             for folder in sorted(_temp_dirs(path) - existing):
                 shutil.rmtree(folder, ignore_errors=True)  # never hide the run's own error behind a cleanup error
         raise
-
-
-class IndexBatches(beam.DoFn):
-    """Bulk-indexes batches of posts; documents Elasticsearch rejects come out tagged as dead letters."""
-
-    def __init__(self, cfg: ElasticsearchSettings, index: Optional[str] = None) -> None:
-        self.cfg, self.index = cfg, index
-
-    def setup(self) -> None:
-        self._es = elasticsearch_client(self.cfg)
-        self._writer = ElasticsearchBulkWriter(self._es, self.cfg, self.index)
-
-    def process(self, batch: list[dict[str, Any]]) -> Iterator[Any]:
-        for post, reason in self._writer.write(batch):
-            record = RawRecord(post_payload(post), f"post:{post['id']}")
-            yield beam.pvalue.TaggedOutput(REJECTED_TAG, dead_letter("index_rejected", reason, record))
-
-    def teardown(self) -> None:
-        self._es.close()
-
-
-class ProduceBatches(beam.DoFn):
-    """Writes batches of posts (keyed by id) or dead letters (reason in headers) to a Kafka topic."""
-
-    def __init__(self, cfg: KafkaSettings, topic: str) -> None:
-        self.cfg, self.topic = cfg, topic
-
-    def setup(self) -> None:
-        self._writer = KafkaWriter(self.cfg)
-
-    def process(self, batch: list[Any]) -> None:
-        if batch and isinstance(batch[0], DeadLetter):
-            self._writer.write_dead_letters(self.topic, batch)
-        else:
-            self._writer.write_posts(self.topic, batch)
-
-    def teardown(self) -> None:
-        self._writer.close()
 
 
 def to_json_line(post: dict[str, Any]) -> str:

@@ -1,0 +1,201 @@
+"""The two write transforms of batch and stream alike: WriteToElasticsearch and WriteToKafka.
+
+Both buffer the elements of a bundle and write them every `flush_every` elements and at the end of
+the bundle (finish_bundle), not through BatchElements: in the streaming job the source, enrichment
+and these writes run as one fused bundle, and the source's bundle finalizer commits the offsets only
+after every write of the bundle was acknowledged. A write that fails fails the bundle (nothing is
+committed; the records come again).
+
+Waiting for Elasticsearch is pluggable: `wait(delay_s)` is called between retries. Batch sleeps
+(time.sleep). The streaming job passes pipeline.io.kafka_stream.keep_membership, which pauses the
+consumer's partitions and keeps polling for the delay, so a long outage holds the bundle back without
+the worker missing max.poll.interval.ms and leaving its consumer group (backpressure).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterator, Literal, Optional
+
+import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
+
+from core.clients import elasticsearch_client
+from core.config import ElasticsearchSettings, KafkaSettings
+from core.kafka_writer import KafkaWriter
+from core.records import DeadLetter, RawRecord, dead_letter, post_payload
+from core.redact import redact_text
+from core.retry import backoff_delays
+from pipeline import observability
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable, Rejection
+
+log = logging.getLogger(__name__)
+REJECTED_TAG = "rejected"
+WRITTEN_TAG = "written"
+_OUTAGE_BACKOFF_S, _OUTAGE_BACKOFF_CAP_S = 1.0, 10.0
+
+
+def _sleep(delay_s: float) -> None:
+    time.sleep(delay_s)
+
+
+class _Buffer:
+    """A bundle's elements with their timestamps and windows, so the ones written in finish_bundle keep them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, Any, Any]] = []
+
+    def add(self, element: Any, timestamp: Any, window: Any) -> None:
+        self.items.append((element, timestamp, window))
+
+    def take(self) -> list[tuple[Any, Any, Any]]:
+        items, self.items = self.items, []
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _IndexPosts(beam.DoFn):
+    """Bulk-indexes posts per bundle; outputs the acknowledged posts and, tagged, the rejected ones."""
+
+    def __init__(self, cfg: ElasticsearchSettings, index: Optional[str], flush_every: int,
+                 wait: Callable[[float], None], max_outage_s: float) -> None:
+        self.cfg, self.index, self.flush_every = cfg, index, flush_every
+        self.wait, self.max_outage_s = wait, max_outage_s
+
+    def setup(self) -> None:
+        self._es = elasticsearch_client(self.cfg)
+        self._writer = ElasticsearchBulkWriter(self._es, self.cfg, self.index, wait=self.wait)
+
+    def start_bundle(self) -> None:
+        self._buffer = _Buffer()
+
+    def process(self, post: dict[str, Any], timestamp: Any = beam.DoFn.TimestampParam,
+                window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+        self._buffer.add(post, timestamp, window)
+        if len(self._buffer) >= self.flush_every:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[Any]:
+        items = self._buffer.take()
+        if not items:
+            return
+        posts = [post for post, _, _ in items]
+        rejected = self._write_patiently(posts)
+        acked_ms = time.time() * 1000
+        observability.BATCH_SIZE.observe(len(posts))
+        reasons = {r.post["id"]: r.reason for r in rejected}
+        observability.POSTS_INDEXED.inc(len(posts) - len(rejected))
+        for post, timestamp, window in items:
+            if post["id"] in reasons:
+                record = RawRecord(post_payload(post), f"post:{post['id']}")
+                letter = dead_letter("index_rejected", reasons[post["id"]], record)
+                yield beam.pvalue.TaggedOutput(REJECTED_TAG, WindowedValue(letter, timestamp, (window,)))
+                continue
+            if post.get("_produced_ms"):
+                observability.END_TO_END_SECONDS.observe(max(0.0, acked_ms - post["_produced_ms"]) / 1000)
+            yield WindowedValue(post, timestamp, (window,))
+
+    def _write_patiently(self, posts: list[dict[str, Any]]) -> list[Rejection]:
+        """The writer's own bounded retries, then, while Elasticsearch stays unavailable, more rounds
+        through `wait` until max_outage_s has passed; then IndexUnavailable fails the bundle."""
+        started = time.monotonic()
+        delays = backoff_delays(1_000_000, _OUTAGE_BACKOFF_S, cap_s=_OUTAGE_BACKOFF_CAP_S)
+        while True:
+            try:
+                return self._writer.write(posts)
+            except IndexUnavailable as exc:
+                waited = time.monotonic() - started
+                if waited >= self.max_outage_s:
+                    raise
+                observability.INDEX_RETRIES.inc()
+                log.warning("elasticsearch unavailable, holding the batch",
+                            extra={"fields": {"posts": len(posts), "waited_s": round(waited),
+                                              "error": redact_text(str(exc))[:200]}})
+                self.wait(min(next(delays), self.max_outage_s - waited))
+
+    def teardown(self) -> None:
+        self._es.close()
+
+
+class WriteToElasticsearch(beam.PTransform):
+    """Enriched posts -> Elasticsearch (their two documents each, see pipeline/io/elasticsearch.py).
+
+    Returns a DoOutputsTuple: the main output (also `written`) holds the posts Elasticsearch
+    acknowledged, `rejected` the dead letters (reason code index_rejected, the writer's reason) of the
+    posts it refused. `wait` is called between retries; after the writer's own retries run out the
+    write keeps trying, through `wait`, until `max_outage_s` has passed (0: give up at once).
+    """
+
+    def __init__(self, es_settings: ElasticsearchSettings, index: Optional[str] = None,
+                 flush_every: Optional[int] = None, wait: Optional[Callable[[float], None]] = None,
+                 max_outage_s: float = 0.0) -> None:
+        super().__init__()
+        self.es_settings, self.index = es_settings, index
+        self.flush_every = flush_every or es_settings.bulk_size
+        self.wait, self.max_outage_s = wait or _sleep, max_outage_s
+
+    def expand(self, posts: beam.PCollection) -> Any:
+        return posts | "Index" >> beam.ParDo(
+            _IndexPosts(self.es_settings, self.index, self.flush_every, self.wait, self.max_outage_s)
+        ).with_outputs(REJECTED_TAG, main=WRITTEN_TAG)
+
+
+class _Produce(beam.DoFn):
+    """Writes a bundle's posts or dead letters to a topic, every flush_every and at the end of the bundle."""
+
+    def __init__(self, cfg: KafkaSettings, topic: str, kind: str, flush_every: int) -> None:
+        self.cfg, self.topic, self.kind, self.flush_every = cfg, topic, kind, flush_every
+
+    def setup(self) -> None:
+        self._writer = KafkaWriter(self.cfg)
+
+    def start_bundle(self) -> None:
+        self._buffer: list[Any] = []
+
+    def process(self, element: Any) -> None:
+        self._buffer.append(element)
+        if len(self._buffer) >= self.flush_every:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        if self.kind == "posts":
+            self._writer.write_posts(self.topic, batch)
+            observability.POSTS_PUBLISHED.inc(len(batch))
+        else:
+            letters: list[DeadLetter] = batch
+            self._writer.write_dead_letters(self.topic, letters)
+            for letter in letters:
+                observability.DEAD_LETTERS.labels(letter.reason_code).inc()
+
+    def teardown(self) -> None:
+        self._writer.close()
+
+
+class WriteToKafka(beam.PTransform):
+    """Posts (kind="posts": keyed by id) or dead letters (kind="dead_letters": reason in the headers) -> a topic.
+
+    Acknowledged writes (acks=all, idempotent producer, core/kafka_writer.py); a write the broker does
+    not acknowledge within the delivery timeout fails the bundle. Outputs nothing.
+    """
+
+    def __init__(self, kafka_settings: KafkaSettings, topic: str,
+                 kind: Literal["posts", "dead_letters"] = "posts", flush_every: int = 500) -> None:
+        super().__init__()
+        if kind not in ("posts", "dead_letters"):
+            raise ValueError(f"WriteToKafka writes 'posts' or 'dead_letters', not {kind!r}")
+        self.kafka_settings, self.topic, self.kind, self.flush_every = kafka_settings, topic, kind, flush_every
+
+    def expand(self, elements: beam.PCollection) -> Any:
+        return elements | "Produce" >> beam.ParDo(_Produce(self.kafka_settings, self.topic, self.kind,
+                                                            self.flush_every))
