@@ -45,7 +45,7 @@ setup(
     packages=["schemas", "core", "models", "connectors", "triage", "pipeline", "pipeline.steps", "pipeline.io", "apps",
               "cli"],
     package_data={"core": ["defaults.yaml"], "triage": ["rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
-                  "models": ["artifacts/*", "topics/*.yaml"]},
+                  "models": ["artifacts/*", "topics/*.yaml", "train.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

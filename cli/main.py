@@ -14,6 +14,7 @@ from typing import Callable
 
 from core import logs
 from core.config import ConfigError, Settings, load_settings
+from core.yaml_config import ConfigFileError
 from core.redact import redact_text, redact_url
 from core.terminal import printable
 
@@ -89,6 +90,14 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     count = publish(settings.kafka, args.input, args.topic)
     print(f"published {count} records to {args.topic or settings.kafka.topics.raw}")
     return 0
+
+
+def _source_types() -> list[str]:
+    """Every `type:` a sources file accepts, read from the registry of source configurations (connectors/config.py)."""
+    from typing import get_args
+    from connectors.config import SourceConfig
+    union = get_args(SourceConfig)[0]  # Annotated[Union[FeedConfig, ...], Field(discriminator="type")]
+    return [literal for source in get_args(union) for literal in get_args(source.model_fields["type"].annotation)]
 
 
 def _connect(settings: Settings, args: argparse.Namespace) -> int:
@@ -275,6 +284,14 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
 
 
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from models import train
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_tokens": args.max_tokens, "lr": args.lr,
+                 "seed": args.seed, "threads": args.threads}
+    return train.run(args.data, args.cache_dir or settings.models.cache_dir, args.train_config, overrides,
+                     args.stage, args.out, args.intents)
+
+
 def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
     from models import onnx_runtime
@@ -343,8 +360,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--input", action="append", required=True, help="JSONL path or glob (repeatable)")
     sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
 
-    sub = command("connect", _connect, "Run the sources in a sources file (RSS/Atom feeds, webhook receiver, file "
-                                       "replay) into the raw-posts topic until SIGTERM/SIGINT.")
+    sub = command("connect", _connect, f"Run the sources in a sources file (types: {', '.join(_source_types())}) "
+                                       "into the raw-posts topic until SIGTERM/SIGINT.")
     sub.add_argument("source", nargs="*", help="names of the sources to run (default: all in the file)")
     sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
     sub.add_argument("--once", action="store_true", help="one pass of every feed and replay, then exit (no webhook)")
@@ -427,6 +444,20 @@ def _parser() -> argparse.ArgumentParser:
                                                "(about 600 MB each); the configured model's files stay.")
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
+    sub = command("train", _train, "Train the encoder adapters and the sentiment, relevance and intent heads "
+                                   "(models/artifacts/) with the hyperparameters in models/train.yaml.")
+    sub.add_argument("--data", required=True, help="folder with umsab/, tweeteval/, germeval2017/")
+    sub.add_argument("--config", dest="train_config", metavar="FILE",
+                     help="training hyperparameters (default: models/train.yaml)")
+    sub.add_argument("--stage", choices=["all", "encoder", "intent"], default="all",
+                     help="encoder: adapters and heads (about 30 min); intent: refit the intent head only (seconds)")
+    sub.add_argument("--out", help="where the artifacts go (default: models/artifacts)")
+    sub.add_argument("--intents", help="folder with the intent train.jsonl (default: data/intents)")
+    sub.add_argument("--cache-dir", help="where the base encoder is built and cached (default: models.cache_dir)")
+    for option, kind in (("--epochs", int), ("--batch-size", int), ("--max-tokens", int), ("--lr", float),
+                         ("--seed", int), ("--threads", int)):
+        sub.add_argument(option, type=kind, help="override this value of the training config for one run")
+
     sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
                                    "or the streaming job (fixed rates, latency percentiles).")
     sub.add_argument("mode", nargs="?", choices=["batch", "stream"], default="batch")
@@ -451,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(settings, args)
     except KeyboardInterrupt:
         return 130
+    except ConfigFileError as exc:  # a rules, topics, sources or training file: FILE:LINE: key: problem, exit 2
+        print(f"triage {args.command}: {redact_text(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a clear one-line error for users; the traceback goes to the debug log
         log.debug("command failed", exc_info=True)
         print(f"triage {args.command}: {_explain(exc)}", file=sys.stderr)

@@ -6,11 +6,11 @@ Secrets are never written in the file: a source names the environment variable t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.yaml_config import ConfigFileError, load_yaml
 
 
 class _Strict(BaseModel):
@@ -122,29 +122,26 @@ class ConnectConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
 
 
-class ConnectConfigError(ValueError):
-    pass
+class ConnectConfigError(ConfigFileError):
+    what = "sources file"
 
 
 def load(path: str) -> ConnectConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConnectConfigError(f"sources file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConnectConfigError(f"{path} is not valid YAML: {exc}") from None
-    try:
-        config = ConnectConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
-        raise ConnectConfigError(f"{path}: {problems}") from None
-    names = [s.name for s in config.sources]
-    if len(set(names)) != len(names):
-        raise ConnectConfigError(f"{path}: source names must be unique (they key the checkpoints)")
-    for source in config.sources:
+    """Read and validate a sources file; every problem is reported as FILE:LINE: key.path: what is wrong."""
+    config, document = load_yaml(path, ConnectConfig, ConnectConfigError, what="sources file")
+    problems = []
+    first: dict[str, int] = {}
+    for index, source in enumerate(config.sources):
+        if source.name in first:
+            problems.append(f"{document.where(('sources', index, 'name'))}: sources.{index}.name: source names must "
+                            f"be unique (they key the checkpoints); {source.name} is also source {first[source.name]}")
+        first.setdefault(source.name, index)
         for key, value in source:
             if key.endswith("_env") and value and not os.environ.get(value):
-                raise ConnectConfigError(f"source {source.name}: environment variable {value} is not set ({key})")
+                problems.append(f"{document.where(('sources', index, key))}: sources.{index}.{key}: source "
+                                f"{source.name}: environment variable {value} is not set ({key})")
+    if problems:
+        raise ConnectConfigError(problems)
     return config
 
 

@@ -13,7 +13,9 @@ from types import UnionType
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from core.yaml_config import ConfigFileError, Loc, YamlDocument, parse_yaml, read_yaml, validate
 
 # Short, documented names for the settings people change most; any other key can be set as
 # TRIAGE_<SECTION>__<KEY> (e.g. TRIAGE_ELASTICSEARCH__BULK_SIZE=1000).
@@ -176,8 +178,10 @@ class Settings(_Section):
     logging: LoggingSettings
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message says which key and why."""
+class ConfigError(ConfigFileError):
+    """The configuration is invalid; the message says where (file:line or variable), which key and why."""
+
+    what = "configuration"
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -221,8 +225,10 @@ def _kind(path: tuple[str, ...]) -> str:
     return "text" if str in types and set(types) <= {str, type(None)} else "typed"
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[Loc, str]]:
+    """The settings given in the environment, and key path -> 'environment variable NAME'."""
     overrides: dict[str, Any] = {}
+    origins: dict[Loc, str] = {}
     for name, raw in environ.items():
         if name in ENV_ALIASES:
             path = ENV_ALIASES[name]
@@ -247,39 +253,57 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             if kind == "text" and value is not None and not isinstance(value, str):
                 value = raw  # a string setting: "2024" or "yes" stay as written
         _set_path(overrides, path, value)
-    return overrides
+        origins[path] = f"environment variable {name}"
+    return overrides, origins
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:  # its message quotes the offending line, which may hold a secret: only say where
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where} (quote values that start with * & ! % @ "
-                          f"or hold ': ' or ' #')") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+def _read_yaml(path: Path) -> YamlDocument:
+    document = read_yaml(path, ConfigError, "config file", empty={})
+    if not isinstance(document.data, dict):
+        raise ConfigError([f"{path}:{document.lines[()]}: must hold a mapping at the top level"])
+    return document
+
+
+def _merge_origins(origins: dict[Loc, str], document: YamlDocument) -> dict[Loc, str]:
+    """Where each key path was last set: a value given again replaces the origin of the whole subtree."""
+    merged = dict(origins)
+    for path, where in document.locations().items():
+        if path and path in merged and not isinstance(_value_at(document.data, path), dict):  # a mapping merges
+            for old in [p for p in merged if len(p) > len(path) and p[:len(path)] == path]:
+                del merged[old]
+        merged[path] = where
+    return merged
+
+
+def _value_at(data: Any, path: Loc) -> Any:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else data[key] if isinstance(data, list) else None
     return data
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
-    """Build and validate the settings. Raises ConfigError naming every invalid key."""
+    """Build and validate the settings. Raises ConfigError naming every invalid key and where it was set
+    (FILE:LINE of the config file or of core/defaults.yaml, or the environment variable)."""
     environ = dict(os.environ if environ is None else environ)
-    defaults = yaml.safe_load(resources.files(__package__).joinpath("defaults.yaml").read_text(encoding="utf-8"))
-    merged = defaults
+    resource = resources.files(__package__).joinpath("defaults.yaml")
+    defaults = parse_yaml(resource.read_text(encoding="utf-8"), str(resource), ConfigError, empty={})
+    merged, origins = defaults.data, _merge_origins({}, defaults)
     config_file = config_file or environ.get(CONFIG_FILE_ENV)
     if config_file:
-        merged = _deep_merge(merged, _read_yaml(Path(config_file)))
-    merged = _deep_merge(merged, _env_overrides(environ))
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False))
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        document = _read_yaml(Path(config_file))
+        merged, origins = _deep_merge(merged, document.data), _merge_origins(origins, document)
+    overrides, from_env = _env_overrides(environ)
+    merged = _deep_merge(merged, overrides)
+    defaults_origins = set(_merge_origins({}, defaults).values())
+    for path, where in from_env.items():
+        for old in [p for p in origins if len(p) > len(path) and p[:len(path)] == path]:
+            del origins[old]
+        origins[path] = where
+        for depth in range(1, len(path)):  # a section-level check (int8 needs onnxruntime) names the variables too
+            parent = path[:depth]
+            if parent not in origins or origins[parent] in defaults_origins:
+                origins[parent] = where
+            elif where not in origins[parent].split(", "):
+                origins[parent] += f", {where}"
+    return validate(Settings, merged, origins, ConfigError)

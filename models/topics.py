@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.yaml_config import ConfigFileError, Loc, load_yaml
 from models.encoder import TextEncoder
 from schemas import shipped_or_path
 
@@ -38,28 +39,62 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "topics"
 
 def resolve_topics_file(name: str) -> Path:
     """'builtin:telecom' and 'builtin:rail' name the examples shipped in models/topics/; anything else is a path."""
-    return shipped_or_path(name, BUILTIN_DIR, "topics file")
+    return shipped_or_path(name, BUILTIN_DIR, "topics file", TopicsError)
+
+
+class TopicsError(ConfigFileError):
+    """The topics file is invalid; each problem names the file, the line and the key."""
+
+    what = "topics file"
+
+
+class _TopicEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    name: str = Field(min_length=1)
+    description: str = ""
+    examples: list[str] = Field(min_length=1)
+
+    @field_validator("examples", mode="before")
+    @classmethod
+    def _phrases_as_before(cls, value: Any) -> Any:
+        # An unquoted phrase holding ': ' reads as a mapping (telecom.yaml's "Umzug: Wann wird ..."); it has always
+        # been used as its str(), and the shipped scores were measured so. Quote such phrases in new files.
+        return [e if isinstance(e, str) else str(e) for e in value] if isinstance(value, list) else value
+
+
+class _TopicsFile(BaseModel):
+    """The format of a topics file (models/topics/*.yaml)."""
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    threshold: float = Field(default=0.82, gt=0, lt=1)
+    topics: list[_TopicEntry] = Field(min_length=1)
+    no_topic: list[str] = []  # phrases no team owns
+
+    @field_validator("no_topic", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("no_topic must be a list of phrases")
+        return value
+
+
+def _explain(loc: Loc, message: str) -> str:
+    """The old wording for a topic without a name or examples, and for a file without topics."""
+    entry = len(loc) in (2, 3) and loc[0] == "topics" and isinstance(loc[1], int)
+    if entry and loc[2:] in ((), ("name",), ("examples",)):
+        return f"topic #{loc[1] + 1} needs a name and a non-empty list of examples ({message})"
+    if loc == ("topics",) and message.startswith(("List should have at least", "Field required")):
+        return f"no topics defined ({message})"
+    return message
 
 
 def read_topics(path: str | Path) -> TopicsConfig:
-    """Parse and check a topics file; errors name the topic and the key."""
+    """Parse and check a topics file; errors are TopicsError (a ValueError) naming the file, line and key."""
     path = resolve_topics_file(str(path))
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    threshold = data.get("threshold", 0.82)
-    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ValueError(f"{path}: threshold must be a number between 0 and 1")
-    topics = []
-    for i, entry in enumerate(data.get("topics") or []):
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not name or not isinstance(entry.get("examples"), list) or not entry["examples"]:
-            raise ValueError(f"{path}: topic #{i + 1} needs a name and a non-empty list of examples")
-        topics.append(Topic(str(name), str(entry.get("description", "")), [str(e) for e in entry["examples"]]))
-    if not topics:
-        raise ValueError(f"{path}: no topics defined")
-    no_topic = data.get("no_topic") or []
-    if not isinstance(no_topic, list):
-        raise ValueError(f"{path}: no_topic must be a list of phrases")
-    return TopicsConfig(topics, float(threshold), [str(phrase) for phrase in no_topic])
+    parsed, _ = load_yaml(path, _TopicsFile, TopicsError, what="topics file", explain=_explain, empty={})
+    return TopicsConfig([Topic(t.name, t.description, list(t.examples)) for t in parsed.topics], parsed.threshold,
+                        list(parsed.no_topic))
 
 
 class TopicMatcher:

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import schemas
 from core.labels import INTENT_LABELS, SENTIMENT_LABELS
+from core.yaml_config import ConfigFileError, parse_yaml, validate
+from core.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 PII_TYPES = schemas.load_json(schemas.ENRICHED_POST_SCHEMA)["$defs"]["pii_type"]["enum"]
@@ -41,8 +42,10 @@ Priority = Literal["P1", "P2", "P3", "P4"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class RulesError(ValueError):
+class RulesError(ConfigFileError):
     """The rules file is invalid; the message names the file, the line and the problem."""
+
+    what = "rules file"
 
 
 class _Strict(BaseModel):
@@ -178,39 +181,13 @@ def resolve_rules_file(name: str) -> Path:
     return schemas.shipped_or_path(name, BUILTIN_DIR, "rules file", RulesError)
 
 
-def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the YAML node at `loc` (pydantic's error path), or of its nearest parent."""
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            child = node.value[key]
-        else:
-            child = None
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
-
-
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
     """Validate rules text; raises RulesError naming `source`, the line and every problem."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not valid YAML: {exc}") from None
-    if root is None or not isinstance(data, dict):
-        raise RulesError(f"{source}: must hold a mapping at the top level")
-    try:
-        rules = Rules.model_validate(data)
-        errors = [(loc, msg) for loc, msg in rules.undefined_queues()]
-    except ValidationError as exc:
-        errors = [(tuple(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)]
-    if errors:
-        problems = [f"{source}:{_line_of(root, loc)}: {'.'.join(str(p) for p in loc) or '(top)'}: {msg}"
-                    for loc, msg in errors]
-        raise RulesError("invalid rules file:\n  " + "\n  ".join(problems))
+    document = parse_yaml(text, source, RulesError)
+    rules = validate(Rules, document.data, document.locations(), RulesError)
+    undefined = rules.undefined_queues()
+    if undefined:
+        raise RulesError([f"{document.where(loc)}: {'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in undefined])
     return rules
 
 
@@ -376,7 +353,7 @@ def decide(rules: Rules, post: dict[str, Any], now: Optional[datetime] = None) -
     deadline = due_at(rules, queue, priority, posted)
     return Decision(
         queue=queue, priority=priority,
-        due_at=deadline.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if deadline else None,
+        due_at=utc_iso(deadline) if deadline else None,
         reasons=reasons or ["no rule matched: default queue and priority"], private_channel=private,
         suggested_reply=(channel.replies.get(language) or channel.replies["en"]) if private else None,
         rules_version=rules.version)
