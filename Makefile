@@ -7,7 +7,7 @@ N      ?= 10000
 
 DATA   ?= ../shared/data
 
-.PHONY: install demo test train eval bench-batch bench-stream services-up services-down services-status setup bench-batch lock clean
+.PHONY: install demo test test-unit train eval bench-batch bench-stream services-up services-down services-status setup bench-batch lock clean
 
 # The virtual environment, from the pinned lock file; re-done only when setup.py or the lock changes.
 $(STAMP): setup.py requirements.lock
@@ -28,6 +28,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest tests -ra -W ignore::DeprecationWarning
 
+## The fast tests only (under a minute): no Kafka, no Elasticsearch, no transformer model; fake steps and stand-ins.
+test-unit: install
+	$(BIN)/python -m pytest tests -m "not integration and not models" -ra -W ignore::DeprecationWarning
+
 services-up: install
 	$(BIN)/triage services up
 services-down: install
@@ -46,9 +50,10 @@ DURATION ?= 60
 bench-stream: services-up
 	$(BIN)/triage bench stream --duration $(DURATION)
 
-## Train the adapters and heads in models/artifacts/ (about 30 min on 2 cores) from the public train/val/dev splits.
+## Train the adapters and heads in models/artifacts/ (about 30 min on 2 cores) from the public train/val/dev splits,
+## with the hyperparameters in models/train.yaml (triage train --help: --config, --epochs, --stage intent ...).
 train: install
-	$(BIN)/python -m models.train --data $(DATA)
+	$(BIN)/triage train --data $(DATA)
 
 ## Print every quality figure (public benchmarks from DATA, the team's intent, language and PII sets).
 eval: install

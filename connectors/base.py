@@ -5,6 +5,9 @@ and says where it stands now (`Page.state`: cursor, since-id, ETag). The runner 
 against the Post schema, drops ids already delivered, produces to the raw topic (acks=all,
 idempotent, keyed by post id), sends malformed items to the dead-letter topic, and only then saves
 the new state and the delivered ids: that order is what makes a crash lose nothing.
+
+Where posts and dead letters go is a `PostSink`: `KafkaWriter` (core/kafka_writer.py) in production,
+`connectors.testing.ListSink` in tests, which keeps them in lists and can be told to fail writes.
 """
 from __future__ import annotations
 
@@ -13,17 +16,27 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
 import schemas
 from connectors.checkpoint import CheckpointStore
 from core.config import KafkaSettings
 from core.records import DeadLetter, RawRecord, dead_letter
 from core.redact import redact_text
-from core.kafka_writer import KafkaWriter
 
 log = logging.getLogger(__name__)
 Post = dict[str, Any]
+
+
+class PostSink(Protocol):
+    """What the runner writes to. Each write returns once every record is stored, or raises: a raise keeps the
+    checkpoint where it was, so the same page is fetched and written again on the next round."""
+
+    def write_posts(self, topic: str, posts: Sequence[Post]) -> None: ...
+
+    def write_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,8 @@ def _check(item: Union[Post, Malformed]) -> Union[Post, Malformed]:
     return item
 
 
-def deliver(name: str, page: Page, store: CheckpointStore, writer: KafkaWriter, kafka: KafkaSettings) -> Delivery:
-    """Produce a page's posts and dead letters, then commit its state. Raises if Kafka does not acknowledge."""
+def deliver(name: str, page: Page, store: CheckpointStore, writer: PostSink, kafka: KafkaSettings) -> Delivery:
+    """Write a page's posts and dead letters, then commit its state. Raises if the sink (Kafka) does not acknowledge."""
     checked = [_check(item) for item in page.items]
     posts = {p["id"]: p for p in checked if not isinstance(p, Malformed)}  # a page may repeat an id
     fresh = store.unseen(name, posts)
@@ -98,11 +111,13 @@ def deliver(name: str, page: Page, store: CheckpointStore, writer: KafkaWriter, 
     return result
 
 
-def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kafka: KafkaSettings,
-                stop: threading.Event, once: bool = False) -> Delivery:
-    """Poll until `stop` is set (or one full pass with `once`); a failing poll is logged and retried later."""
+def run_polling(source: Source, store: CheckpointStore, writer: PostSink, kafka: KafkaSettings,
+                stop: threading.Event, once: bool = False, pages: Optional[int] = None) -> Delivery:
+    """Poll until `stop` is set (or one full pass with `once`, or `pages` pages delivered); a failing poll is
+    logged and retried later (with `once`, raised)."""
     total = Delivery()
-    while not stop.is_set():
+    delivered = 0
+    while not stop.is_set() and (pages is None or delivered < pages):
         try:
             page = source.fetch(store.state(source.name))
             done = deliver(source.name, page, store, writer, kafka)
@@ -112,6 +127,7 @@ def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kaf
                 raise
             stop.wait(source.every_s)
             continue
+        delivered += 1
         total.posts += done.posts
         total.duplicates += done.duplicates
         total.dead_letters += done.dead_letters
@@ -121,7 +137,7 @@ def run_polling(source: Source, store: CheckpointStore, writer: KafkaWriter, kaf
             log.info("delivered", extra={"fields": {"source": source.name, "posts": done.posts,
                                                     "dead_letters": done.dead_letters, "duplicates": done.duplicates,
                                                     "skipped": done.skipped}})
-        if page.more:
+        if page.more or (pages is not None and delivered >= pages):
             continue
         if once:
             break

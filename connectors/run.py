@@ -1,7 +1,8 @@
 """`triage connect`: run the configured sources in one long-running process until SIGTERM/SIGINT.
 
 Polling sources and the webhook receiver run in threads; replays run to the end of their file.
-One Kafka producer (acks=all, idempotent) and one checkpoint store serve them all.
+One Kafka producer (acks=all, idempotent) and one checkpoint store serve them all; a test passes its own
+sink instead (connectors.testing.ListSink).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 from typing import Optional
 
 from connectors import config as connect_config
-from connectors.base import Delivery, Source, run_polling
+from connectors.base import Delivery, PostSink, Source, run_polling
 from connectors.checkpoint import CheckpointStore
 from connectors.discourse import DiscourseSource
 from connectors.facebook import FacebookPageComments, FacebookPagePosts, GraphClient
@@ -71,8 +72,11 @@ def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bo
 
 
 def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: bool = False,
-        stop: Optional[threading.Event] = None) -> dict[str, int]:
-    """Run the sources (all, or those named in `only`); with `once`, one pass of each feed and replay, no webhook."""
+        stop: Optional[threading.Event] = None, sink: Optional[PostSink] = None) -> dict[str, int]:
+    """Run the sources (all, or those named in `only`); with `once`, one pass of each feed and replay, no webhook.
+
+    Posts and dead letters go to `sink`, by default a KafkaWriter on settings.kafka (closed at the end; a sink
+    passed in is the caller's to close)."""
     cfg = connect_config.load(path)
     unknown = set(only or []) - {s.name for s in cfg.sources}
     if unknown:
@@ -83,7 +87,7 @@ def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: b
             signal.signal(sig, lambda *_: stop.set())
     store = CheckpointStore(cfg.checkpoint_db)
     store.forget_older_than(cfg.dedup_days)
-    writer = KafkaWriter(settings.kafka)
+    writer: PostSink = sink if sink is not None else KafkaWriter(settings.kafka)
     http = HttpClient(cfg.user_agent)
     counts: dict[str, int] = {}
     threads = []
@@ -116,6 +120,7 @@ def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: b
         for thread in threads:
             thread.join()
     finally:
-        writer.close()
+        if sink is None:
+            writer.close()
         store.close()
     return counts

@@ -6,7 +6,7 @@ identically.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -38,11 +38,13 @@ class ParsePosts(beam.DoFn):
             yield parsed
 
 
-def _failed_batch_to_dead_letters(failure: tuple[list[Post], Exception], step: str) -> Iterator[DeadLetter]:
-    batch, exc = failure
+def _failed_batch_to_dead_letters(failure: tuple[list[Post], Any], step: str) -> Iterator[DeadLetter]:
+    """RunInference hands over (batch, (exception type, repr, traceback)); the reason names the type only."""
+    batch, error = failure
+    kind = error[0].__name__ if isinstance(error, tuple) and isinstance(error[0], type) else type(error).__name__
     for post in batch:
         record = RawRecord(post_payload(post), f"post:{post['id']}")
-        yield dead_letter("enrichment_failed", f"step {step} failed: {type(exc).__name__}", record)
+        yield dead_letter("enrichment_failed", f"step {step} failed: {kind}", record)
 
 
 def finish(post: Post) -> Post:
@@ -80,9 +82,15 @@ class EnrichPosts(beam.PTransform):
     flattens them itself.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, steps: Optional[Sequence[registry.StepClass]] = None) -> None:
+        """`steps` (step classes, in order) replaces enrichment.steps and the registry: tests pass the fakes of
+        pipeline/testing.py."""
         super().__init__()
-        self.steps = registry.resolve(settings.enrichment.steps)  # fails at start, with the reason
+        if steps is None:
+            self.steps = registry.resolve(settings.enrichment.steps)  # fails at start, with the reason
+            self.names = list(settings.enrichment.steps)
+        else:
+            self.steps, self.names = list(steps), [step.name for step in steps]
         self.settings = settings
 
     def expand(self, records: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -91,7 +99,7 @@ class EnrichPosts(beam.PTransform):
             ParsePosts(cfg.max_record_bytes, cfg.max_text_chars)).with_outputs(DEAD_LETTER_TAG, main="posts")
         posts = parsed.posts
         dead_letters = [parsed[DEAD_LETTER_TAG] | "CountInvalid" >> beam.Map(count_dead_letter)]
-        for name, step_class in zip(cfg.steps, self.steps):
+        for name, step_class in zip(self.names, self.steps):
             step = step_class(self.settings)
             posts, failures = posts | step.label >> RunInference(step).with_exception_handling()
             dead_letters.append(failures.failed_inferences

@@ -5,6 +5,11 @@ manager starts the local stand-ins (core/services.py) on test ports with throw-a
 stops them at the end. With TRIAGE_KAFKA_BOOTSTRAP and/or TRIAGE_ES_URL set (and, for secured
 clusters, TRIAGE_ES_API_KEY, TRIAGE_KAFKA_SASL_* ...), they run against those servers instead and
 start nothing. Every session uses its own topic and index names and removes them afterwards.
+
+Markers: `integration` (needs Kafka and/or Elasticsearch, or starts them) and `models` (loads the real
+transformer model: slow). `make test-unit` runs `-m "not integration and not models"` in under a minute.
+A test that uses a fixture of live services or of model-enriched samples gets the marker even if its module
+forgot it (see SERVICE_FIXTURES and MODEL_FIXTURES), so the fast set never starts a service by accident.
 """
 from __future__ import annotations
 
@@ -44,8 +49,24 @@ def own_names(env: dict[str, str], kafka: bool = True, elasticsearch: bool = Tru
             teardown_all(settings, kafka=kafka, elasticsearch=elasticsearch)
 
 
+SERVICE_FIXTURES = frozenset({"live", "es", "indexed_samples", "connect_live"})
+MODEL_FIXTURES = frozenset({"enriched_samples", "indexed_samples"})  # the sample posts through the real models
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: needs Kafka and Elasticsearch (local or given by env)")
+    config.addinivalue_line("markers", "integration: needs Kafka and/or Elasticsearch (local or given by env), "
+                                       "or starts them")
+    config.addinivalue_line("markers", "models: loads the real transformer model (slow); "
+                                       "unit tests use pipeline.testing's fake steps instead")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVICE_FIXTURES and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+        if used & MODEL_FIXTURES and item.get_closest_marker("models") is None:
+            item.add_marker(pytest.mark.models)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,12 @@
-"""One local HTTP server standing in for Discourse, Mastodon, Reddit, X, the Graph API and YouTube.
+"""Local HTTP stand-ins for external APIs: `FakeHttpServer`, the one small server every test uses (routes ->
+handler, every request recorded), and `FakeApis`, Discourse, Mastodon, Reddit, X, the Graph API and YouTube on it.
+
+    server = FakeHttpServer({"POST /hooks": lambda request: request.json({"ok": True})})
+    ...  # point the code under test at server.url
+    assert [r.json_body() for r in server.requests] == [...]
+    server.close()
+
+FakeApis:
 
 Each API serves its fixture items (tests/fixtures/apis/*.json, written in that API's documented
 format) newest first, PAGE items a page, with that API's own pagination: Discourse `before`,
@@ -11,14 +19,141 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "apis"
 PAGE = 3
 TOKENS = {"x": "x-test-token", "graph": "fb-test-token", "youtube": "yt-test-key", "reddit": "reddit-issued-token"}
+
+
+@dataclass
+class Request:
+    """One request as the fake server saw it, with the means to answer it (once)."""
+    method: str
+    path: str  # with the query string
+    headers: Message
+    body: bytes
+    _handler: Optional[BaseHTTPRequestHandler] = field(default=None, repr=False, compare=False)
+    answered: bool = field(default=False, compare=False)
+
+    @property
+    def route(self) -> str:
+        """The path without the query string."""
+        return urlsplit(self.path).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def json_body(self) -> Any:
+        return json.loads(self.body)
+
+    def respond(self, status: int = 200, body: bytes = b"", headers: Optional[Mapping[str, str]] = None) -> None:
+        assert self._handler is not None and not self.answered, "answered twice"
+        self.answered = True
+        self._handler.send_response(status)
+        for key, value in (headers or {}).items():
+            self._handler.send_header(key, value)
+        self._handler.send_header("Content-Length", str(len(body)))
+        self._handler.end_headers()
+        if body:
+            self._handler.wfile.write(body)
+
+    def json(self, data: Any, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> None:
+        self.respond(status, json.dumps(data, ensure_ascii=False).encode(),
+                     {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+    def stream(self, chunks: list[bytes]) -> None:
+        """A chunked 200 answer, then the connection is closed (how a streaming API drops its clients)."""
+        assert self._handler is not None and not self.answered
+        self.answered = True
+        handler = self._handler
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for chunk in chunks:
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.close_connection = True
+
+    def hang_up(self) -> None:
+        """Close the connection without an answer."""
+        assert self._handler is not None
+        self.answered = True
+        self._handler.close_connection = True
+
+
+Handler = Callable[[Request], None]
+
+
+class FakeHttpServer:
+    """A local HTTP server on a free port for tests: routes -> handler, every request recorded in `requests`.
+
+    A route is a path prefix ("/hooks"), optionally after a method ("POST /hooks"); the longest matching
+    one handles a request, which answers through `request.respond` / `json` / `stream` (an unanswered
+    request gets an empty 200, an unrouted one a JSON 404). Use it as a context manager or call `close`.
+    """
+
+    def __init__(self, routes: Optional[Mapping[str, Handler]] = None, protocol: str = "HTTP/1.1") -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        for key, handler in (routes or {}).items():
+            self.route(key, handler)
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        handler_class = type("Handler", (_ServerHandler,), {"server_of_test": self, "protocol_version": protocol})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def route(self, key: str, handler: Handler) -> None:
+        method, _, prefix = key.rpartition(" ")
+        self.routes[(method.upper() or "*", prefix)] = handler
+
+    def _handler_for(self, request: Request) -> Optional[Handler]:
+        path = request.route
+        matching = [(len(prefix), handler) for (method, prefix), handler in self.routes.items()
+                    if method in ("*", request.method) and path.startswith(prefix)]
+        return max(matching, key=lambda m: m[0])[1] if matching else None
+
+    def handle(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+        handler = self._handler_for(request)
+        if handler is None:
+            return request.json({"error": f"no route for {request.method} {request.route}"}, 404)
+        handler(request)
+        if not request.answered:
+            request.respond(200)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "FakeHttpServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ServerHandler(BaseHTTPRequestHandler):
+    server_of_test: FakeHttpServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _any(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server_of_test.handle(Request(self.command, self.path, self.headers, body, self))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any  # noqa: N815
 
 
 def _load(name: str) -> Any:
@@ -48,15 +183,16 @@ class FakeApis:
             "graph/comments": copy.deepcopy(f["facebook"]["comments"]["initial"]),
             "youtube": copy.deepcopy(f["youtube"]["initial"])}
         self.failures: list[tuple[str, int, dict[str, str]]] = []
-        self.requests: list[tuple[str, str]] = []
         self.rules: list[dict[str, str]] = [{"id": "1", "value": "old query", "tag": "x"}]
         self.lock = threading.Lock()
         self.hold: Optional[tuple[str, int]] = None  # (api, after this many more requests): answer nothing
         self.holding, self.release = threading.Event(), threading.Event()
-        handler = type("Handler", (_Handler,), {"apis": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = FakeHttpServer({"/": lambda request: _ApiCall(self, request).handle()})
+        self.url = self.server.url
+
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
 
     def publish(self, api: str, items: Optional[list] = None) -> None:
         """Put the fixture's later items (or `items`) on top of an API's listing, as if just written."""
@@ -80,31 +216,24 @@ class FakeApis:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
+        self.server.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    apis: FakeApis
+class _ApiCall:
+    """One request to one of the APIs."""
 
-    def log_message(self, *args: object) -> None:
-        pass
+    def __init__(self, apis: FakeApis, request: Request) -> None:
+        self.apis, self.request = apis, request
+        self.headers, self.command, self.path = request.headers, request.method, request.path
 
-    def do_POST(self) -> None:  # noqa: N802
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802
-        parts = urlsplit(self.path)
-        api, _, rest = parts.path.lstrip("/").partition("/")
-        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.apis.requests.append((self.command, self.path))
+    def handle(self) -> None:
+        api, _, rest = self.request.route.lstrip("/").partition("/")
+        query, body = self.request.query, self.request.body
         if self.apis.hold and self.apis.hold[0] == api:
             if self.apis.hold[1] == 0:
                 self.apis.holding.set()
                 self.apis.release.wait(60)
-                self.close_connection = True
-                return
+                return self.request.hang_up()
             self.apis.hold = (api, self.apis.hold[1] - 1)
         failure = next((f for f in self.apis.failures if f[0] == api), None)
         if failure:
@@ -126,24 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _json(self, data: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> None:
-        payload = json.dumps(data, ensure_ascii=False).encode()
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/json; charset=utf-8", **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.request.json(data, status, headers)
 
     def _stream(self, chunks: list[bytes]) -> None:
-        self.send_response(200)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        for chunk in chunks:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.close_connection = True
+        self.request.stream(chunks)
 
     def _base(self, api: str) -> str:
         return f"{self.apis.url}/{api}"

@@ -1,21 +1,18 @@
 """`triage alerts` finds spikes against the same hour of previous days and posts them to a webhook."""
 from __future__ import annotations
 
-import json
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
 
 from conftest import own_names
+from fake_apis import FakeHttpServer
 from cli.main import main
 from core.clients import elasticsearch_client
 from core.config import Settings
 from pipeline.io.elasticsearch import ElasticsearchBulkWriter
 
-pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
 
 
@@ -44,29 +41,30 @@ def alert_settings(live: Settings, run_id: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list]]:
-    received: list = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/care", received
-    server.shutdown()
+def receiver() -> Iterator[tuple[str, FakeHttpServer]]:
+    with FakeHttpServer({"POST /hooks/care": lambda request: request.respond(200, b"ok")}) as hook:
+        yield f"{hook.url}/hooks/care", hook
 
 
+def test_the_webhook_gets_one_json_message_and_a_refusal_is_an_error() -> None:
+    from apps.alerts import Alert, post_to_webhook
+    alert = Alert("topic_volume", "network", "2026-11-20T10:00:00Z", 12, 2.0, 12)
+    with FakeHttpServer({"POST /hooks/care": lambda request: request.respond(200, b"ok"),
+                         "POST /hooks/gone": lambda request: request.json({"error": "no such hook"}, 404)}) as hook:
+        post_to_webhook(f"{hook.url}/hooks/care", [alert])
+        with pytest.raises(Exception, match="404"):
+            post_to_webhook(f"{hook.url}/hooks/gone", [alert])
+    message = hook.requests[0].json_body()
+    assert hook.requests[0].headers["Content-Type"] == "application/json"
+    assert message["alerts"] == [alert.__dict__] and "Spike in topic 'network'" in message["text"]
+
+
+@pytest.mark.integration
 def test_a_topic_spike_and_a_rise_in_negative_posts_reach_the_webhook(
-        alert_settings: Settings, receiver: tuple[str, list], capsys: pytest.CaptureFixture) -> None:
-    url, received = receiver
+        alert_settings: Settings, receiver: tuple[str, FakeHttpServer], capsys: pytest.CaptureFixture) -> None:
+    url, hook = receiver
     assert main(["alerts", "--webhook", url, "--now", NOW.isoformat()]) == 0
+    received = [request.json_body() for request in hook.requests]
     assert len(received) == 1
     message = received[0]
     assert message["text"].startswith("Social care alerts:")
@@ -79,9 +77,10 @@ def test_a_topic_spike_and_a_rise_in_negative_posts_reach_the_webhook(
     assert "Spike in topic 'network'" in capsys.readouterr().out
 
 
-def test_a_quiet_hour_sends_nothing(alert_settings: Settings, receiver: tuple[str, list],
+@pytest.mark.integration
+def test_a_quiet_hour_sends_nothing(alert_settings: Settings, receiver: tuple[str, FakeHttpServer],
                                     capsys: pytest.CaptureFixture) -> None:
-    url, received = receiver
+    url, hook = receiver
     assert main(["alerts", "--webhook", url, "--now", (NOW - timedelta(days=1)).isoformat()]) == 0
-    assert received == []
+    assert hook.requests == []
     assert "no spikes" in capsys.readouterr().out

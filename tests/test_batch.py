@@ -41,6 +41,7 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.models
 def test_every_good_post_is_enriched_once(batch_run: dict) -> None:
     assert batch_run["code"] == 0
     enriched = _read(batch_run["output"])
@@ -54,6 +55,7 @@ def test_every_good_post_is_enriched_once(batch_run: dict) -> None:
             assert abs(sum(post[field]["scores"].values()) - 1) < 0.01
 
 
+@pytest.mark.models
 def test_enrichment_results_are_right(batch_run: dict) -> None:
     enriched = {p["id"]: p for p in _read(batch_run["output"])}
     originals = [json.loads(line) for line in GOOD]
@@ -67,6 +69,7 @@ def test_enrichment_results_are_right(batch_run: dict) -> None:
             assert post["text_redacted"] == post["text"]
 
 
+@pytest.mark.models
 def test_bad_records_become_dead_letters_with_reason_and_original_bytes(batch_run: dict) -> None:
     letters = _read(batch_run["dead"])
     by_reason = {letter["reason_code"]: letter for letter in letters}
@@ -78,6 +81,7 @@ def test_bad_records_become_dead_letters_with_reason_and_original_bytes(batch_ru
         assert letter["reason"]
 
 
+@pytest.mark.models
 def test_summary_counts_everything_and_loses_nothing(batch_run: dict) -> None:
     counters = batch_run["summary"]["counters"]
     assert counters["records_in"] == len(GOOD) + len(POISON)  # blank lines are not records
@@ -99,6 +103,7 @@ def test_the_summary_counts_duplicate_post_ids(tmp_path: Path, monkeypatch: pyte
     assert "duplicate post ids: 2 extra versions" in capsys.readouterr().out
 
 
+@pytest.mark.models
 def test_max_errors_makes_the_run_fail(batch_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["batch", "--input", str(batch_run["source"]), "--output", str(tmp_path / "out.jsonl"),
                  "--max-errors", "3"])

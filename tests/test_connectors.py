@@ -7,7 +7,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import consume_all, own_names
+from fake_apis import FakeHttpServer, Request
 from connectors.http import HttpClient, rate_limit_wait_s, retry_after_s
 from connectors.text import html_to_text
 from connectors.webhook import signature
@@ -24,38 +24,31 @@ from core.config import Settings
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 
 
-class FeedServer(BaseHTTPRequestHandler):
+class FeedStandIn:
     """Serves the fixture feeds with ETags; a script of failures can be queued per path."""
-    failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
-    requests: list[tuple[str, str]] = []
-    extra: dict[str, bytes] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
-        name = self.path.lstrip("/")
-        type(self).requests.append((name, self.headers.get("If-None-Match", "")))
-        script = type(self).failures.get(name)
+    def __init__(self) -> None:
+        self.failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.extra: dict[str, bytes] = {}
+        self.server = FakeHttpServer({"GET /": self.feed})
+        self.url = self.server.url
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(feed, If-None-Match) of every request so far."""
+        return [(r.route.lstrip("/"), r.headers.get("If-None-Match", "")) for r in self.server.requests]
+
+    def feed(self, request: Request) -> None:
+        name = request.route.lstrip("/")
+        script = self.failures.get(name)
         if script:
             status, headers = script.pop(0)
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            return
-        body = type(self).extra.get(name) or (FEEDS / name).read_bytes()
+            return request.respond(status, headers=headers)
+        body = self.extra.get(name) or (FEEDS / name).read_bytes()
         etag = f'"{hash(body) & 0xffffffff:x}"'
-        if self.headers.get("If-None-Match") == etag:
-            self.send_response(304)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml; charset=utf-8")
-        self.send_header("ETag", etag)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        if request.headers.get("If-None-Match") == etag:
+            return request.respond(304)
+        request.respond(200, body, {"Content-Type": "application/xml; charset=utf-8", "ETag": etag})
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +60,10 @@ def connect_live(live: Settings, run_id: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def feed_server() -> Iterator[tuple[str, type[FeedServer]]]:
-    handler = type("Handler", (FeedServer,), {"failures": {}, "requests": [], "extra": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
+def feed_server() -> Iterator[tuple[str, FeedStandIn]]:
+    feeds = FeedStandIn()
+    yield feeds.url, feeds
+    feeds.server.close()
 
 
 def test_html_becomes_text_with_paragraphs_and_without_scripts() -> None:

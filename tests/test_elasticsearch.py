@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
 
 from conftest import SAMPLES
+from fake_apis import FakeHttpServer, Request
 from cli.main import main
 from core.clients import elasticsearch_client
 from core.config import Settings
@@ -16,9 +15,8 @@ from core.documents import doc_key
 from core.provision import first_index_name, setup_all
 from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 def test_setup_is_idempotent_and_creates_versioned_index_behind_aliases(live: Settings, es) -> None:
     again = setup_all(live)
     assert any("exists" in line for line in again)
@@ -35,6 +33,8 @@ def test_setup_is_idempotent_and_creates_versioned_index_behind_aliases(live: Se
     assert private["text"]["fields"]["de"]["analyzer"] == "german"
 
 
+@pytest.mark.integration
+@pytest.mark.models
 def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, indexed_samples: int) -> None:
     alias = live.elasticsearch.read_alias
     assert es.count(index=alias)["count"] == indexed_samples
@@ -49,6 +49,8 @@ def test_indexing_uses_post_ids_and_reruns_do_not_duplicate(live: Settings, es, 
     assert es.get(index=live.elasticsearch.private_index, id=doc_key(first["id"]))["_source"]["text"] == first["text"]
 
 
+@pytest.mark.integration
+@pytest.mark.models
 def test_a_redelivered_post_keeps_the_agents_fields(live: Settings, es, indexed_samples: int) -> None:
     alias = live.elasticsearch.read_alias
     first = json.loads(SAMPLES.read_text(encoding="utf-8").splitlines()[1])
@@ -63,6 +65,7 @@ def test_a_redelivered_post_keeps_the_agents_fields(live: Settings, es, indexed_
         es.update(index=alias, id=doc_key(first["id"]), doc={"agent": {"status": "new", "assignee": None}}, refresh=True)
 
 
+@pytest.mark.integration
 def test_a_post_id_written_twice_ends_as_exactly_its_last_version(live: Settings, es) -> None:
     cfg = live.elasticsearch
     first = {"id": "test:dup-1", "source": "forum", "text": "Erste Fassung", "title": "Alter Titel",
@@ -86,6 +89,7 @@ def test_a_post_id_written_twice_ends_as_exactly_its_last_version(live: Settings
     assert private["title"] == "Alter Titel" and private["agent_notes"] == [{"by": "mia", "note": "angerufen"}]
 
 
+@pytest.mark.integration
 def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Settings, es) -> None:
     writer = ElasticsearchBulkWriter(es, live.elasticsearch)
     good = {"id": "test:good-1", "source": "twitter", "text": "ok", "created_at": "2026-11-02T10:00:00Z"}
@@ -99,44 +103,33 @@ def test_rejected_documents_come_back_with_a_reason_without_the_value(live: Sett
     es.delete(index=live.elasticsearch.write_alias, id=doc_key("test:good-1"), refresh=True)
 
 
-class _ThrottlingElasticsearch(BaseHTTPRequestHandler):
-    """Answers like Elasticsearch: the first `throttled` bulk calls get 429, later ones succeed per item."""
-    throttled = 1
-    calls = 0
+class ThrottlingElasticsearch:
+    """Answers bulk calls like Elasticsearch: the first `throttled` get 429, later ones succeed per item."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        type(self).calls += 1
-        if type(self).calls <= type(self).throttled:
-            status, payload = 429, {"error": {"type": "es_rejected_execution_exception"}, "status": 429}
-        else:
-            actions = [json.loads(line) for line in body.splitlines()[::2]]
-            status = 200
-            payload = {"errors": False, "took": 1, "items": [
-                {op: {"_id": meta["_id"], "status": 201, "result": "created"}}
-                for action in actions for op, meta in action.items()]}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def __init__(self, throttled: int = 1) -> None:
+        self.throttled = throttled
+        self.server = FakeHttpServer({"/": self.bulk})
+        self.url = self.server.url
 
-    do_PUT = do_POST  # noqa: N815
+    @property
+    def calls(self) -> int:
+        return len(self.server.requests)
 
-    def log_message(self, *args: object) -> None:
-        pass
+    def bulk(self, request: Request) -> None:
+        headers = {"X-Elastic-Product": "Elasticsearch"}
+        if self.calls <= self.throttled:
+            return request.json({"error": {"type": "es_rejected_execution_exception"}, "status": 429}, 429, headers)
+        actions = [json.loads(line) for line in request.body.decode().splitlines()[::2]]
+        request.json({"errors": False, "took": 1, "items": [
+            {op: {"_id": meta["_id"], "status": 201, "result": "created"}}
+            for action in actions for op, meta in action.items()]}, 200, headers)
 
 
 @pytest.fixture
-def throttling_server() -> Iterator[tuple[str, type[_ThrottlingElasticsearch]]]:
-    handler = type("Handler", (_ThrottlingElasticsearch,), {"calls": 0, "throttled": 1})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
+def throttling_server() -> Iterator[tuple[str, ThrottlingElasticsearch]]:
+    fake = ThrottlingElasticsearch()
+    yield fake.url, fake
+    fake.server.close()
 
 
 def test_throttling_is_retried_then_succeeds(settings: Settings, throttling_server) -> None:
@@ -157,6 +150,8 @@ def test_retries_are_bounded(settings: Settings, throttling_server) -> None:
     assert handler.calls == 3
 
 
+@pytest.mark.integration
+@pytest.mark.models
 def test_reprocessing_reads_posts_back_from_the_index_with_a_query(live: Settings, indexed_samples: int,
                                                                   enriched_samples: list[dict], tmp_path) -> None:
     out = tmp_path / "reprocessed.jsonl"

@@ -28,7 +28,6 @@ from core.config import Settings, load_settings
 from pipeline.io.kafka_stream import ReadKafkaStream
 from core.records import DeadLetter, RawRecord, parse_post
 
-pytestmark = pytest.mark.integration
 POISON_OFFSET = 4
 
 
@@ -147,6 +146,7 @@ def run_worker(fn: ReadKafkaStream, delivered: list[RawRecord], crash_on: Option
     raise AssertionError(f"not all records came in {rounds} rounds: {[offset(r) for r in delivered]}")
 
 
+@pytest.mark.integration
 def test_a_record_that_keeps_killing_the_worker_is_dead_lettered_and_nothing_else_is_lost(
         live: Settings, topic: Topic, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="pipeline.io.kafka_stream")
@@ -181,6 +181,7 @@ def test_a_record_that_keeps_killing_the_worker_is_dead_lettered_and_nothing_els
                for r in caplog.records)
 
 
+@pytest.mark.integration
 def test_one_stop_for_another_reason_dead_letters_nothing(live: Settings, topic: Topic) -> None:
     """A crash no record caused (an OOM kill from elsewhere): every record is tried alone and passes."""
     delivered: list[RawRecord] = []
@@ -191,6 +192,7 @@ def test_one_stop_for_another_reason_dead_letters_nothing(live: Settings, topic:
     assert (topic.committed().offset, topic.committed().metadata) == (10, "")
 
 
+@pytest.mark.integration
 def test_without_a_crash_everything_flows_and_the_only_extra_is_one_commit(live: Settings, topic: Topic) -> None:
     fn = worker(live, topic)
     records: list[RawRecord] = []

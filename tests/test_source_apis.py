@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
-import schemas
 from connectors import config as connect_config
 from connectors.base import Malformed, Source
+from connectors.checkpoint import CheckpointStore
 from connectors.http import HttpClient, SourceUnavailable
 from connectors.run import polling_sources
+from connectors.testing import ListSink, poll
+from core.config import Settings
 from fake_apis import TOKENS, FakeApis
 
 SECRETS = {"T_REDDIT_ID": "app-id", "T_REDDIT_SECRET": "app-secret", "T_X_TOKEN": TOKENS["x"],
@@ -57,27 +60,27 @@ def build(apis: FakeApis, api: str, sleep: list[float] | None = None, **changes:
 
 
 class Poller:
-    """Polls a source like the runner does (state carried, ids already delivered dropped), without Kafka."""
+    """Polls a source through the real runner (connectors.base.run_polling) into a ListSink, with its own checkpoints."""
 
-    def __init__(self, source: Source) -> None:
-        self.source, self.state, self.seen = source, {}, set()  # type: ignore[var-annotated]
+    def __init__(self, source: Source, settings: Settings, tmp_path: Path) -> None:
+        self.source, self.kafka = source, settings.kafka
+        self.store = CheckpointStore(str(tmp_path / f"checkpoints-{id(self)}.sqlite"))
+        self.sink = ListSink()
 
     def poll(self, pages: int = 100) -> tuple[list[dict], list[Malformed], int]:
-        posts, bad, skipped = [], [], 0
-        for _ in range(pages):
-            page = self.source.fetch(self.state)
-            self.state = page.state
-            for item in page.items:
-                if isinstance(item, Malformed):
-                    bad.append(item)
-                elif item["id"] not in self.seen:
-                    assert schemas.first_error(schemas.POST_SCHEMA, item) is None, item
-                    self.seen.add(item["id"])
-                    posts.append(item)
-            skipped += page.skipped
-            if not page.more:
-                break
-        return posts, bad, skipped
+        """One pass (at most `pages` pages): the posts and malformed items it delivered, and how many it skipped."""
+        self.sink.clear()
+        done = poll(self.source, self.sink, self.kafka, self.store, pages=pages)
+        posts = self.sink.sent.get(self.kafka.topics.raw, [])
+        letters = self.sink.sent.get(self.kafka.topics.dead_letter, [])
+        assert not [d for d in letters if d.reason.startswith("not a valid Post")], letters  # every post fits the schema
+        assert all(d.reason_code == "malformed_source_item" for d in letters)
+        return posts, [Malformed(d.origin, d.reason, d.payload) for d in letters], done.skipped
+
+
+@pytest.fixture
+def make_poller(settings: Settings, tmp_path: Path) -> Callable[[Source], Poller]:
+    return lambda source: Poller(source, settings, tmp_path)
 
 
 def _short(post_id: str) -> str:
@@ -108,10 +111,11 @@ CONFIG = {"reddit/new": "reddit", "reddit/comments": "reddit", "graph": "faceboo
 
 
 @pytest.mark.parametrize("listing,index", list(CASES), ids=[c[0] for c in CASES])
-def test_a_poll_reads_back_exactly_to_where_the_last_one_stopped(apis: FakeApis, listing: str, index: int) -> None:
+def test_a_poll_reads_back_exactly_to_where_the_last_one_stopped(apis: FakeApis, make_poller, listing: str,  # type: ignore[no-untyped-def]
+                                                                 index: int) -> None:
     first, later, skipped, reasons = CASES[(listing, index)]
     slept: list[float] = []
-    poller = Poller(build(apis, CONFIG.get(listing, listing), slept)[index])
+    poller = make_poller(build(apis, CONFIG.get(listing, listing), slept)[index])
     posts, bad, _ = poller.poll()
     assert [_short(p["id"]) for p in posts] == first  # a new source starts at the newest page
     apis.publish(listing)
@@ -125,8 +129,8 @@ def test_a_poll_reads_back_exactly_to_where_the_last_one_stopped(apis: FakeApis,
     assert (posts, bad) == ([], [])  # nothing new: nothing delivered twice
 
 
-def test_fields_map_to_the_post_schema_with_threads_replies_and_unicode(apis: FakeApis) -> None:
-    pollers = {name: Poller(build(apis, name)[0]) for name in ("discourse", "mastodon", "x", "youtube")}
+def test_fields_map_to_the_post_schema_with_threads_replies_and_unicode(apis: FakeApis, make_poller) -> None:  # type: ignore[no-untyped-def]
+    pollers = {name: make_poller(build(apis, name)[0]) for name in ("discourse", "mastodon", "x", "youtube")}
     for name in ("discourse", "mastodon", "x", "youtube"):
         pollers[name].poll()
         apis.publish(name)
@@ -162,8 +166,8 @@ def test_fields_map_to_the_post_schema_with_threads_replies_and_unicode(apis: Fa
     ("x", 429, {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "+20"}, 20),
     ("mastodon", 429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "+30"}, 30),
 ])
-def test_429_waits_as_long_as_the_api_says(apis: FakeApis, api: str, status: int, headers: dict[str, str],
-                                           expected: float) -> None:
+def test_429_waits_as_long_as_the_api_says(apis: FakeApis, make_poller, api: str, status: int,  # type: ignore[no-untyped-def]
+                                           headers: dict[str, str], expected: float) -> None:
     now = time.time()
     if headers.get("x-rate-limit-reset") == "+20":  # X: epoch seconds
         headers = {**headers, "x-rate-limit-reset": str(int(now) + 20)}
@@ -172,7 +176,7 @@ def test_429_waits_as_long_as_the_api_says(apis: FakeApis, api: str, status: int
     slept: list[float] = []
     source = build(apis, api, slept)[0]
     apis.fail_next(api, status, headers)
-    posts, _, _ = Poller(source).poll()
+    posts, _, _ = make_poller(source).poll()
     assert posts and slept and abs(max(slept) - expected) <= 2
 
 
@@ -190,25 +194,25 @@ def test_credentials_are_refused_with_a_clear_reason_and_never_stored(apis: Fake
     assert page.more and "access_token" not in page.state["cursor"]  # the checkpoint file never holds a token
 
 
-def test_streams_deliver_pushed_items_and_catch_up_after_a_disconnect(apis: FakeApis) -> None:
+def test_streams_deliver_pushed_items_and_catch_up_after_a_disconnect(apis: FakeApis, make_poller) -> None:  # type: ignore[no-untyped-def]
     mastodon = build(apis, "mastodon", stream=True, streaming_url=f"{apis.url}/mastodon")[0]
     x = build(apis, "x", stream=True)[0]
     for source, api, streamed, missed in (
             (mastodon, "mastodon", ["113400000000000012", "113400000000000013"], ["113400000000000015", "113400000000000014"]),
             (x, "x", ["1986000000000000012", "1986000000000000013"], ["1986000000000000021"])):
-        poller = Poller(source)
-        posts, _, _ = poller.poll(pages=1)  # catch-up through REST, then the stream opens
+        stream = make_poller(source)
+        posts, _, _ = stream.poll(pages=1)  # catch-up through REST, then the stream opens
         assert len(posts) == 3
         received: list[str] = []
         with pytest.raises(SourceUnavailable, match="closed by the server"):
             for _ in range(20):
-                received += [_short(p["id"]) for p in poller.poll(pages=1)[0]]
+                received += [_short(p["id"]) for p in stream.poll(pages=1)[0]]
         assert received == streamed  # heartbeats and the delete event deliver nothing
         if api == "mastodon":
             apis.publish(api, apis.fixtures["mastodon"]["missed_while_disconnected"])
         else:
             apis.publish(api, [{**apis.fixtures["x"]["streamed"][0], "id": "1986000000000000021"}])
-        caught_up = [_short(p["id"]) for p in poller.poll(pages=1)[0]]
+        caught_up = [_short(p["id"]) for p in stream.poll(pages=1)[0]]
         assert caught_up == missed  # published while disconnected: found by the REST catch-up
     assert [r["value"] for r in apis.rules if r["tag"] == "x"] == ["@TelcoHilfe -is:retweet"]  # the rule was replaced
 

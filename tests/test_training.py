@@ -34,6 +34,7 @@ def _write_benchmarks(root: Path) -> None:
         (root / "germeval2017" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
+@pytest.mark.models  # trains and exports a real (tiny) run: minutes
 def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     data, out, intents = tmp_path / "data", tmp_path / "artifacts", tmp_path / "intents"
     _write_benchmarks(data)

@@ -72,17 +72,12 @@ def test_the_webhook_answers_any_request_with_a_2xx_or_4xx(webhook_receiver: Any
 
 @pytest.fixture(scope="module")
 def webhook_receiver() -> Iterator[Any]:
-    """A webhook receiver (HMAC mode) whose writer only checks that accepted posts can be sent."""
+    """A webhook receiver (HMAC mode) writing to a ListSink, which encodes accepted posts as Kafka would."""
+    from connectors.testing import ListSink
     from connectors.webhook import WebhookReceiver
     from core.config import load_settings
-    from core.records import post_payload
 
-    class CheckingWriter:
-        def write_posts(self, topic: str, posts: list) -> None:
-            for post in posts:
-                post_payload(post)
-
-    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", load_settings().kafka, CheckingWriter(),  # type: ignore[arg-type]
+    receiver = WebhookReceiver("127.0.0.1", 0, "s3cret", "hmac", load_settings().kafka, ListSink(),  # type: ignore[arg-type]
                                replay_cache_size=100_000)
     yield receiver
     receiver.server.server_close()

@@ -19,40 +19,27 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
+from connectors.testing import ListSink
 from connectors.webhook import MAX_BODY_BYTES, WebhookReceiver, signature, signed_headers
 from core.config import Settings
-from core.records import post_payload
 
 SECRET = "s3cret"
 GOOD = json.dumps([{"id": "webhook:1", "source": "webhook", "text": "Bitte ruft mich zurück"}]).encode()
 
 
-class RecordingWriter:
-    def __init__(self, fail: int = 0) -> None:
-        self.calls: list[tuple[str, list[dict[str, Any]]]] = []
-        self.fail = fail  # how many writes fail first (Kafka down)
-
-    def write_posts(self, topic: str, posts: list[dict[str, Any]]) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise ConnectionError("no broker")
-        for post in posts:
-            post_payload(post)  # what KafkaWriter sends: must not fail on anything the receiver accepts
-        self.calls.append((topic, list(posts)))
-
-
 @contextmanager
-def running(settings: Settings, mode: str = "hmac", writer: Optional[RecordingWriter] = None,
-            **options: Any) -> Iterator[tuple[WebhookReceiver, RecordingWriter]]:
-    writer = writer or RecordingWriter()
+def running(settings: Settings, mode: str = "hmac", writer: Optional[ListSink] = None,
+            **options: Any) -> Iterator[tuple[WebhookReceiver, ListSink]]:
+    """The receiver serving on a free port (its own server loop, polling for shutdown every 50 ms, not 0.5 s)."""
+    writer = writer or ListSink()
     receiver = WebhookReceiver("127.0.0.1", 0, SECRET, mode, settings.kafka, writer, **options)  # type: ignore[arg-type]
-    stop = threading.Event()
-    thread = threading.Thread(target=receiver.serve, args=(stop,), daemon=True)
+    thread = threading.Thread(target=receiver.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield receiver, writer
     finally:
-        stop.set()
+        receiver.server.shutdown()
+        receiver.server.server_close()
         thread.join(5)
 
 
@@ -118,7 +105,7 @@ def test_content_length_that_is_missing_negative_or_not_a_number_is_refused_befo
         data = request_bytes(GOOD, auth).replace(b"\r\n\r\n", f"\r\nContent-Length: {len(GOOD)}\r\n"
                                                                f"Content-Length: {len(GOOD) + 1}\r\n\r\n".encode(), 1)
         assert exchange(receiver.port, data)[:2] == (400, {"error": "conflicting Content-Length headers"})
-        assert writer.calls == []
+        assert writer.batches == []
 
 
 def test_a_body_declared_too_large_gets_413_at_once_without_being_read(settings: Settings) -> None:
@@ -132,7 +119,7 @@ def test_a_body_declared_too_large_gets_413_at_once_without_being_read(settings:
             assert time.monotonic() - started < 2
         # the limit itself is fine
         assert receiver.handle("/posts", signed(GOOD), GOOD)[0] == 202
-        assert writer.calls and len(writer.calls) == 1
+        assert writer.batches and len(writer.batches) == 1
 
 
 def test_a_body_shorter_than_its_content_length_is_refused(settings: Settings) -> None:
@@ -140,7 +127,7 @@ def test_a_body_shorter_than_its_content_length_is_refused(settings: Settings) -
         headers = {**signed(GOOD), "Content-Length": str(len(GOOD) + 10)}
         assert exchange(receiver.port, request_bytes(GOOD, headers))[:2] == (
             400, {"error": "body shorter than Content-Length"})
-        assert writer.calls == []
+        assert writer.batches == []
 
 
 @pytest.mark.parametrize("header", [b"X-Triage-Signature: sha256=\xc3\xa9\xff" + b"0" * 60,
@@ -154,7 +141,7 @@ def test_non_ascii_signature_headers_get_401_with_a_reason(settings: Settings, h
         status, answer, _ = exchange(receiver.port, data)
         assert status == 401 and f"malformed {name} header" in answer["error"]
         assert "\\u" not in json.dumps(answer) and "\u20ac" not in answer["error"]  # the value is not echoed
-        assert writer.calls == []
+        assert writer.batches == []
 
 
 def test_a_non_ascii_bearer_token_gets_401(settings: Settings) -> None:
@@ -176,7 +163,7 @@ def test_deeply_nested_signed_json_is_refused_with_400(settings: Settings, body:
         shallow = json.dumps({"id": "webhook:s", "source": "webhook", "text": "x",
                               "metadata": {"a": {"b": [1, {"c": None}]}}}).encode()
         assert exchange(receiver.port, request_bytes(shallow, signed(shallow)))[:2] == (202, {"accepted": 1})
-        assert len(writer.calls) == 1
+        assert len(writer.batches) == 1
 
 
 @pytest.mark.parametrize("body,reason", [(b"[" + b"1" * 5000 + b"]", "too many digits"), (b"[NaN]", "NaN"),
@@ -205,11 +192,13 @@ def test_a_captured_request_cannot_be_replayed(settings: Settings) -> None:
         for thread in threads:
             thread.join(10)
         assert sorted(results) == [202, 401, 401, 401]
-        assert len(writer.calls) == 2
+        assert len(writer.batches) == 2
 
 
 def test_a_request_kafka_did_not_take_can_be_retried_with_the_same_headers(settings: Settings) -> None:
-    with running(settings, writer=RecordingWriter(fail=1)) as (receiver, writer):
+    sink = ListSink()
+    sink.fail_next(1)  # Kafka down for one write
+    with running(settings, writer=sink) as (receiver, writer):
         captured = request_bytes(GOOD, signed(GOOD))
         status, answer, headers = exchange(receiver.port, captured)
         assert status == 503 and headers["retry-after"] == "1"
@@ -229,11 +218,11 @@ def test_timestamps_outside_the_tolerance_window_are_refused(settings: Settings)
         headers = {**signed(GOOD), "X-Triage-Timestamp": ts, "X-Triage-Signature": signature(SECRET, GOOD, int(ts) - 1)}
         assert exchange(receiver.port, request_bytes(GOOD, headers))[:2] == (401, {"error": "wrong signature"})
         assert exchange(receiver.port, request_bytes(GOOD, signed(GOOD, now=time.time() - 50)))[0] == 202
-        assert len(writer.calls) == 1
+        assert len(writer.batches) == 1
 
 
 def test_the_replay_cache_is_bounded_and_forgets_what_left_the_window(settings: Settings) -> None:
-    receiver = WebhookReceiver("127.0.0.1", 0, SECRET, "hmac", settings.kafka, RecordingWriter(),  # type: ignore[arg-type]
+    receiver = WebhookReceiver("127.0.0.1", 0, SECRET, "hmac", settings.kafka, ListSink(),  # type: ignore[arg-type]
                                tolerance_s=10, replay_cache_size=2)
     try:
         now = 1_800_000_000.0
@@ -321,7 +310,7 @@ def test_other_methods_paths_and_broken_request_lines_get_json_4xx(settings: Set
         assert exchange(receiver.port, b"POST /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n")[0] == 414
         many = b"".join(b"X-%d: y\r\n" % i for i in range(150))
         assert exchange(receiver.port, b"POST /posts HTTP/1.1\r\n" + many + b"\r\n")[0] == 431
-        assert writer.calls == []
+        assert writer.batches == []
 
 
 # -- fuzzing: the hypothesis package is not installed, so a seeded generator of bounded size -----------------
@@ -380,7 +369,7 @@ def _random_headers(rng: random.Random, body: bytes, now: float, mode: str = "hm
 @pytest.mark.parametrize("mode", ["hmac", "bearer"])
 def test_fuzzed_headers_and_bodies_always_get_a_2xx_or_4xx_json_answer(settings: Settings, mode: str) -> None:
     rng = random.Random(20261122)
-    receiver = WebhookReceiver("127.0.0.1", 0, SECRET, mode, settings.kafka, RecordingWriter(),  # type: ignore[arg-type]
+    receiver = WebhookReceiver("127.0.0.1", 0, SECRET, mode, settings.kafka, ListSink(),  # type: ignore[arg-type]
                                replay_cache_size=10_000)
     started = time.monotonic()
     seen: dict[int, int] = {}
