@@ -25,6 +25,7 @@ from connectors.webhook import signed_headers
 from cli.bench import read_posts
 from core.clients import elasticsearch_client
 from core.config import Settings
+from core.documents import doc_key
 from core.services import free_port
 
 WEBHOOK_POSTS = [
@@ -60,9 +61,9 @@ def _send_webhook(port: int, secret: str, run_id: str) -> list[str]:
 
 
 def _indexed(es: Any, alias: str, ids: list[str]) -> tuple[int, dict[str, Any] | None]:
-    """How many of `ids` are searchable, and the newest of them (redacted document)."""
+    """How many of `ids` are searchable, and the newest of them (redacted document, keyed by doc_key)."""
     es.indices.refresh(index=alias)
-    answer = es.search(index=alias, query={"ids": {"values": ids}}, size=1, track_total_hits=True,
+    answer = es.search(index=alias, query={"ids": {"values": [doc_key(i) for i in ids]}}, size=1, track_total_hits=True,
                        sort=[{"processed_at": {"order": "desc", "unmapped_type": "date"}}])
     hits = answer["hits"]["hits"]
     return answer["hits"]["total"]["value"], (hits[0]["_source"] if hits else None)
