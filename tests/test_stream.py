@@ -337,21 +337,6 @@ def test_broker_restart_resumes_from_committed_offsets(harness_factory, kafka_se
     assert h.stop_all() == [0]
 
 
-def test_stream_pipeline_translates_for_a_portable_runner(settings: Settings) -> None:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.stream import StreamJob, build
-    options = PipelineOptions(["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--streaming"])
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, settings, StreamJob(topics=["raw"], group_id="g"))
-    proto = pipeline.to_runner_api()
-    names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ("ReadKafka", "Enrich/ParseAndValidate", "Enrich/DetectLanguage", "Enrich/DetectPersonalData",
-                 "IndexAndPublish"):
-        assert step in names, step
-
-
 def test_an_outage_longer_than_the_poll_interval_keeps_the_worker_in_its_group(harness_factory,
                                                                                 kafka_server: dict) -> None:
     """Backpressure: while Elasticsearch is down the worker pauses its partitions and keeps polling.
