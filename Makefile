@@ -26,7 +26,7 @@ demo: install
 ## Install, run the whole test suite against freshly started local services (or TRIAGE_KAFKA_BOOTSTRAP /
 ## TRIAGE_ES_URL when set), stop them; non-zero exit on any failure.
 test: install
-	$(BIN)/python -m pytest tests -ra -W ignore::DeprecationWarning
+	$(BIN)/python -m pytest tests -ra --durations=15 -W ignore::DeprecationWarning
 
 ## The fast tests only (under a minute): no Kafka, no Elasticsearch, no transformer model; fake steps and stand-ins.
 test-unit: install
