@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from core.yaml_config import ConfigFileError, Loc, YamlDocument, parse_yaml, read_yaml, validate
+from core.yaml_config import (ConfigFileError, Loc, YamlDocument, is_secret, parse_yaml, read_yaml, union_members,
+                              validate)
 
 # Short, documented names for the settings people change most; any other key can be set as
 # TRIAGE_<SECTION>__<KEY> (e.g. TRIAGE_ELASTICSEARCH__BULK_SIZE=1000).
@@ -215,13 +215,10 @@ def _field(path: tuple[str, ...]) -> Any:
 
 def _kind(path: tuple[str, ...]) -> str:
     """'secret' (SecretStr: taken verbatim), 'text' (a plain string) or 'typed' (anything else, parsed as YAML)."""
-    field = _field(path)
-    if field is None:
-        return "typed"
-    annotation = field.annotation
-    types = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-    if SecretStr in types:
+    if is_secret(Settings, path):
         return "secret"
+    field = _field(path)
+    types = union_members(field.annotation) if field is not None else ()
     return "text" if str in types and set(types) <= {str, type(None)} else "typed"
 
 

@@ -171,7 +171,8 @@ def dotted(loc: Loc) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _types(annotation: Any) -> tuple[Any, ...]:
+def union_members(annotation: Any) -> tuple[Any, ...]:
+    """The types an annotation admits: the members of a Union/Optional, or the annotation itself."""
     return get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
 
 
@@ -182,7 +183,7 @@ def is_secret(model: type[BaseModel], loc: Loc) -> bool:
         fields = getattr(current, "model_fields", None)
         if not isinstance(fields, dict) or part not in fields:
             continue  # a union tag or a list index: stay on this model
-        types = _types(fields[part].annotation)
+        types = union_members(fields[part].annotation)
         if SecretStr in types:
             return True
         current = next((t for t in types if isinstance(t, type) and issubclass(t, BaseModel)), None)

@@ -192,6 +192,10 @@ class _Suspect:
     ledger: _Ledger
 
 
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
 class _LogAssignment(ConsumerRebalanceListener):
     """Logs every assignment change: the first thing to read when a worker seems idle."""
 
@@ -202,14 +206,14 @@ class _LogAssignment(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             log.info("partitions revoked", extra={"fields": {"instance": self.instance_id,
-                                                             "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)}})
+                                                             "partitions": _names(revoked)}})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         observability.ASSIGNED_PARTITIONS.set(len(assigned))
         if self.on_assigned is not None:
             self.on_assigned(assigned)
         log.info("partitions assigned", extra={"fields": {"instance": self.instance_id,
-                                                          "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)}})
+                                                          "partitions": _names(assigned)}})
 
 
 class ReadKafkaStream(beam.DoFn):
@@ -222,6 +226,8 @@ class ReadKafkaStream(beam.DoFn):
         self.lateness_s, self.max_poll_interval_s = stream.allowed_lateness_s, stream.max_poll_interval_s
         self.unassigned_warn_s = stream.unassigned_warn_s
         self.max_record_attempts = stream.max_record_attempts
+        # Bounded: without a timeout kafka-python retries a commit for as long as the coordinator is away.
+        self._request_timeout_ms = int(cfg.request_timeout_s * 1000)
 
     def setup(self) -> None:
         self._consumer = KafkaConsumer(
@@ -257,11 +263,7 @@ class ReadKafkaStream(beam.DoFn):
             time.sleep(self.poll_timeout_ms / 1000)  # a runner that finalizes late: one suspect record at a time
             tracker.defer_remainder(Duration.of(0))
             return
-        try:
-            polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
-        except FencedInstanceIdError:
-            raise FencedWorker(f"another worker joined group {self.group_id} as instance {self.instance_id}; "
-                               "give each worker its own --instance-id (or use --workers N)") from None
+        polled = self._poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         admitted, commits, suspect_round = self._admit(polled)
         oldest_newest: Optional[float] = None
         for tp, messages in admitted.items():
@@ -286,13 +288,19 @@ class ReadKafkaStream(beam.DoFn):
         if suspect_round is not None and suspect_round == self._suspect_in_flight:
             self._suspect_in_flight = None
         try:
-            # Bounded: without a timeout kafka-python retries a commit for as long as the coordinator is away.
-            self._consumer.commit(offsets, timeout_ms=int(self.cfg.request_timeout_s * 1000))
+            self._consumer.commit(offsets, timeout_ms=self._request_timeout_ms)
             observability.COMMITS.labels("ok").inc()
         except KafkaError as exc:  # e.g. a rebalance moved the partition: the new owner re-reads, ids dedupe
             observability.COMMITS.labels("failed").inc()
             log.warning("offset commit failed; records will be redelivered",
                         extra={"fields": {"error": type(exc).__name__}})
+
+    def _poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        try:
+            return self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except FencedInstanceIdError:
+            raise FencedWorker(f"another worker joined group {self.group_id} as instance {self.instance_id}; "
+                               "give each worker its own --instance-id (or use --workers N)") from None
 
     def hold(self, delay_s: float) -> None:
         """Backpressure for `delay_s` seconds: pause every assigned partition and keep polling, then resume.
@@ -317,11 +325,7 @@ class ReadKafkaStream(beam.DoFn):
                 if left <= 0:
                     break
                 began = time.monotonic()
-                try:
-                    polled = consumer.poll(timeout_ms=int(min(left * 1000, _HOLD_POLL_MS)) or 1, max_records=1)
-                except FencedInstanceIdError:
-                    raise FencedWorker(f"another worker joined group {self.group_id} "
-                                       f"as instance {self.instance_id}") from None
+                polled = self._poll(timeout_ms=int(min(left * 1000, _HOLD_POLL_MS)) or 1, max_records=1)
                 for tp, messages in polled.items():  # not expected while paused; never skip a record
                     consumer.seek(tp, messages[0].offset)
                 newly = set(consumer.assignment()) - set(consumer.paused())  # after a rebalance: pause those too
@@ -375,7 +379,7 @@ class ReadKafkaStream(beam.DoFn):
         """Read tp's ledger the first time its records come after an assignment; False: retry next round."""
         try:
             ledger = _Ledger.read(self._consumer.committed(tp, metadata=True,
-                                                           timeout_ms=int(self.cfg.request_timeout_s * 1000)), first)
+                                                           timeout_ms=self._request_timeout_ms), first)
         except KafkaError as exc:
             log.warning("could not read the committed offset's attempts ledger; retrying",
                         extra={"fields": {"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__}})
@@ -397,7 +401,7 @@ class ReadKafkaStream(beam.DoFn):
                                         _Ledger(1, 0, messages[-1].offset + 1).metadata(), -1)
                   for tp, messages in polled.items() if tp in self._unrecorded}
         try:
-            self._consumer.commit(ranges, timeout_ms=int(self.cfg.request_timeout_s * 1000))
+            self._consumer.commit(ranges, timeout_ms=self._request_timeout_ms)
         except KafkaError as exc:  # not recorded, so not yielded: this round re-reads them
             log.warning("could not record the attempt before processing; retrying",
                         extra={"fields": {"error": type(exc).__name__}})
@@ -422,7 +426,7 @@ class ReadKafkaStream(beam.DoFn):
             attempt = _Ledger(ledger.attempt + 1, ledger.alone + 1, state.through)
             try:
                 self._consumer.commit({tp: OffsetAndMetadata(offset, attempt.metadata(), -1)},
-                                      timeout_ms=int(self.cfg.request_timeout_s * 1000))
+                                      timeout_ms=self._request_timeout_ms)
             except KafkaError as exc:  # not recorded, so not yielded
                 log.warning("could not record the attempt before processing; retrying",
                             extra={"fields": {**fields, "error": type(exc).__name__}})
