@@ -47,9 +47,22 @@ class Malformed:
     raw: bytes
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """The source says a post it delivered earlier was deleted or removed. It travels on the raw topic as a
+    deletion record (schemas/deletion.v1.schema.json) so the pipeline can mark the post in the index."""
+    post_id: str  # the Post id it was delivered under, '<source>:<native id>'
+    source: str
+    deleted_at: Optional[str] = None  # RFC 3339, when the source says
+
+    def record(self) -> dict[str, Any]:
+        return {"schema_version": 1, "kind": "deletion", "id": self.post_id, "source": self.source,
+                "deleted_at": self.deleted_at}
+
+
 @dataclass
 class Page:
-    items: list[Union[Post, Malformed]]
+    items: list[Union[Post, Malformed, Deletion]]
     state: dict[str, Any]
     more: bool = False  # another page is ready now (pagination, an open stream); fetch again without waiting
     skipped: int = 0  # items the source listed but that are not posts to triage (deleted, reshares, no text)
