@@ -2,6 +2,8 @@
 
 Shared by `triage query`, the notebooks and the tests, so that every place shows the same numbers.
 Everything reads the redacted posts index (read alias): aggregations and `text_redacted` only.
+Posts their authors deleted still count in trends and in the answered figures (what customers said and
+what the team did do not change afterwards), but not as unanswered or overdue: nobody can answer them.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Optional
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 
-from apps.desk import OPEN_STATUSES
+from apps.desk import NOT_DELETED, OPEN_STATUSES
 from apps.query import FACETS, QueryFilters, build_query
 from core.terminal import printable
 from core.timestamps import utc_iso
@@ -39,9 +41,10 @@ def shares(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
 
 def _sla_aggs(now: str) -> dict[str, Any]:
     return {
-        "unanswered": {"filter": {"terms": {"agent.status": list(OPEN_STATUSES)}}},
+        "unanswered": {"filter": {"terms": {"agent.status": list(OPEN_STATUSES)}},
+                       "aggs": {"not_deleted": {"filter": NOT_DELETED}}},
         "overdue": {"filter": {"bool": {"filter": [{"terms": {"agent.status": list(OPEN_STATUSES)}},
-                                                   {"range": {"triage.due_at": {"lt": now}}}]}}},
+                                                   {"range": {"triage.due_at": {"lt": now}}}, NOT_DELETED]}}},
         "answered": {"filter": {"exists": {"field": "agent.answered_at"}}},
         "within_sla": {"filter": {"term": {"agent.within_sla": True}}},
     }
@@ -49,7 +52,8 @@ def _sla_aggs(now: str) -> dict[str, Any]:
 
 def _sla_figures(aggs: dict[str, Any], total: int) -> dict[str, Any]:
     answered, within = aggs["answered"]["doc_count"], aggs["within_sla"]["doc_count"]
-    return {"posts": total, "unanswered": aggs["unanswered"]["doc_count"], "overdue": aggs["overdue"]["doc_count"],
+    return {"posts": total, "unanswered": aggs["unanswered"]["not_deleted"]["doc_count"],
+            "overdue": aggs["overdue"]["doc_count"],
             "answered": answered, "answered_within_sla": within,
             "sla_share": round(within / answered, 4) if answered else None}
 

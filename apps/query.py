@@ -1,7 +1,8 @@
 """`triage query`: search the posts index and summarise it, for analysts.
 
 Results show `text_redacted`, never the raw text: analysts see what customers said without the
-personal data in it.
+personal data in it. Posts their authors deleted stay in results and counts (past figures do not
+change) but are marked "deleted", and their text is gone (core/documents.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ FACETS = {"source": "source", "language": "language.code", "sentiment": "sentime
           "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types", "queue": "triage.queue",
           "priority": "triage.priority", "status": "agent.status"}
 RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "title_redacted",
-                 "text_redacted", "triage.queue", "triage.priority", "agent.status"]
+                 "text_redacted", "triage.queue", "triage.priority", "agent.status", "deleted_at"]
 
 
 @dataclass
@@ -84,6 +85,8 @@ def format_posts(result: dict[str, Any], width: int = 100) -> str:
         labels += [post[k]["label"] for k in ("sentiment", "intent") if k in post]
         if post.get("pii", {}).get("types"):
             labels.append("pii:" + ",".join(post["pii"]["types"]))
+        if post.get("deleted_at"):
+            labels.append("deleted")
         text = " ".join(f"{post.get('title_redacted') or ''} {post.get('text_redacted') or ''}".split())
         # Every cell comes from the post: shown through printable(), so its control characters cannot act.
         lines.append(f"{printable(str(post.get('created_at') or '')[:16]):<16}  "

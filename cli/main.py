@@ -276,6 +276,15 @@ def _topics_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _feeds_check(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors import feed_check
+    from connectors.config import ConnectConfig
+    from connectors.http import HttpClient
+    rows = feed_check.check(args.targets, HttpClient(ConnectConfig.model_fields["user_agent"].default, max_retries=2))
+    print(feed_check.format_table(rows))
+    return 0 if all(row.complete for row in rows) else 1
+
+
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.mode == "stream":
         from cli import bench_stream
@@ -361,7 +370,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--topic", help="topic (default: kafka.topics.raw)")
 
     sub = command("connect", _connect, f"Run the sources in a sources file (types: {', '.join(_source_types())}) "
-                                       "into the raw-posts topic until SIGTERM/SIGINT.")
+                                       "into the raw-posts topic until SIGTERM/SIGINT. An entry, e.g.: {type: khoros, "
+                                       "name: forum, url: https://community.example.de, boards: [mobilfunk]} or "
+                                       "{type: google_play, name: android, package_name: de.example.app} "
+                                       "(README, Connectors, shows every type).")
     sub.add_argument("source", nargs="*", help="names of the sources to run (default: all in the file)")
     sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
     sub.add_argument("--once", action="store_true", help="one pass of every feed and replay, then exit (no webhook)")
@@ -432,6 +444,11 @@ def _parser() -> argparse.ArgumentParser:
                                                  "per-topic F1 and accuracy by threshold.")
     sub.add_argument("--posts", required=True, help="JSONL, one post a line: {\"text\": ..., \"topic\": NAME or null}")
     sub.add_argument("--topics", help="topics file (default: models.topics_file)")
+
+    sub = command("feeds-check", _feeds_check, "Check that the RSS/Atom connector accounts for every entry of your "
+                                               "feeds (posts, skipped, malformed) against feedparser's reading; "
+                                               "exit 1 when one is lost.")
+    sub.add_argument("targets", nargs="+", metavar="DIR_OR_URL", help="feed files, folders of feed files, http(s) URLs")
 
     sub = command("eval", _eval, "Measure every model: sentiment/relevance on public benchmarks, intent, language, "
                                  "personal data.")

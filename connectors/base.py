@@ -1,25 +1,33 @@
 """What every connector shares: a source fills in `fetch`, the runner does the rest.
 
-A source turns its API's pages into Posts (or Malformed items, with the position in the source)
-and says where it stands now (`Page.state`: cursor, since-id, ETag). The runner validates posts
-against the Post schema, drops ids already delivered, produces to the raw topic (acks=all,
-idempotent, keyed by post id), sends malformed items to the dead-letter topic, and only then saves
-the new state and the delivered ids: that order is what makes a crash lose nothing.
+A source turns its API's pages into Posts (or Malformed items, with the position in the source, or
+Deletions) and says where it stands now (`Page.state`: cursor, since-id, ETag). The runner applies the
+rules every source shares, validates posts against the Post schema and deletions against the Deletion
+schema, drops what was already delivered, produces posts and deletion records to the raw topic
+(acks=all, idempotent, keyed by post id), sends malformed items to the dead-letter topic, and only then
+saves the new state and the delivered keys: that order is what makes a crash lose nothing.
+
+The shared rules: a URL never costs a post (an IRI is percent-encoded, an unusable URL is dropped and
+counted, connectors/urls.py); a post by one of the source's `brand_accounts` (sources.yaml) is marked
+`author.is_brand`; an edited post (`edited_at`) is a new version and is delivered again; a malformed item
+a source lists every round is dead-lettered once (see `dedup_key`).
 
 Where posts and dead letters go is a `PostSink`: `KafkaWriter` (core/kafka_writer.py) in production,
 `connectors.testing.ListSink` in tests, which keeps them in lists and can be told to fail writes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence, Union
+from dataclasses import dataclass, field, fields
+from typing import AbstractSet, Any, Optional, Protocol, Sequence, Union
 
 import schemas
 from connectors.checkpoint import CheckpointStore
+from connectors.urls import UnusableUrl, clean_url
 from core.config import KafkaSettings
 from core.records import DeadLetter, RawRecord, dead_letter
 from core.redact import redact_text
@@ -32,7 +40,8 @@ class PostSink(Protocol):
     """What the runner writes to. Each write returns once every record is stored, or raises: a raise keeps the
     checkpoint where it was, so the same page is fetched and written again on the next round."""
 
-    def write_posts(self, topic: str, posts: Sequence[Post]) -> None: ...
+    def write_posts(self, topic: str, posts: Sequence[Post]) -> None:
+        """Records keyed by their `id`: posts, and deletion records (`Deletion.record()`) for the same topic."""
 
     def write_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None: ...
 
@@ -71,16 +80,24 @@ class Page:
 @dataclass
 class Delivery:
     posts: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # posts, deletions and malformed items delivered before
     dead_letters: int = 0
     skipped: int = 0
-    ids: list[str] = field(default_factory=list)
+    deletions: int = 0
+    urls_dropped: int = 0  # unusable URLs set to null; their posts were delivered
+    ids: list[str] = field(default_factory=list)  # the delivered posts' ids
+
+    def add(self, other: "Delivery") -> None:
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class Source(ABC):
     """A polling source. Subclasses set `kind` (the Post's `source`) and implement `fetch`."""
 
     kind = "source"
+    # author ids or handles (brand_key form) whose posts speak for the brand; set from sources.yaml by connectors/run.py
+    brand_accounts: AbstractSet[str] = frozenset()
 
     def __init__(self, name: str, every_s: float) -> None:
         self.name, self.every_s = name, every_s
@@ -93,9 +110,51 @@ class Source(ABC):
         return f"{self.kind}:{native_id}"
 
 
-def _check(item: Union[Post, Malformed]) -> Union[Post, Malformed]:
+def brand_key(account: str) -> str:
+    """How brand accounts are compared: `@` optional, case-insensitive (`@TelcoHilfe` is `telcohilfe`)."""
+    return account.strip().lstrip("@").casefold()
+
+
+def dedup_key(item: Union[Post, Malformed, Deletion]) -> str:
+    """What the delivered table remembers an item by. An edit is a new version (`id@edited_at`), delivered again
+    and replacing the old one in the index; a malformed item has no id, so its position and raw bytes name it."""
+    if isinstance(item, Deletion):
+        return f"deleted:{item.post_id}"
+    if isinstance(item, Malformed):
+        return "malformed:" + hashlib.sha256(item.position.encode() + b"\0" + item.raw).hexdigest()
+    return f"{item['id']}@{item['edited_at']}" if item.get("edited_at") else str(item["id"])
+
+
+def _clean_url(name: str, post: Post) -> tuple[Post, bool]:
+    """The post with its URL as a valid URI, or with none when it is unusable (True): a link never costs a post."""
+    if post.get("url") is None:
+        return post, False
+    try:
+        url = clean_url(post["url"])
+    except UnusableUrl as exc:
+        log.warning("unusable url dropped, the post is delivered without it",
+                    extra={"fields": {"source": name, "post_id": post.get("id"), "reason": f"url {exc}"}})
+        return {**post, "url": None}, True
+    return ({**post, "url": url} if url != post["url"] else post), False
+
+
+def _mark_brand(post: Post, brands: AbstractSet[str]) -> Post:
+    """A post by a configured brand account is the brand's; a flag or role the source set itself is kept."""
+    author = post.get("author")
+    if not brands or not isinstance(author, dict) or not any(
+            isinstance(author.get(key), str) and brand_key(author[key]) in brands for key in ("id", "handle")):
+        return post
+    return {**post, "author": {**author, "is_brand": True, "role": author.get("role") or "brand"}}
+
+
+def _check(item: Union[Post, Malformed, Deletion]) -> Union[Post, Malformed, Deletion]:
     if isinstance(item, Malformed):
         return item
+    if isinstance(item, Deletion):
+        record = item.record()
+        error = schemas.first_error(schemas.DELETION_SCHEMA, record)
+        return Malformed(f"deletion:{item.post_id}", f"not a valid deletion: {error}",
+                         json.dumps(record, ensure_ascii=False).encode()) if error else item
     error = schemas.first_error(schemas.POST_SCHEMA, item)
     if error:
         return Malformed(f"{item.get('source')}:{item.get('id')}", f"not a valid Post: {error}",
@@ -103,24 +162,34 @@ def _check(item: Union[Post, Malformed]) -> Union[Post, Malformed]:
     return item
 
 
-def deliver(name: str, page: Page, store: CheckpointStore, writer: PostSink, kafka: KafkaSettings) -> Delivery:
-    """Write a page's posts and dead letters, then commit its state. Raises if the sink (Kafka) does not acknowledge."""
-    checked = [_check(item) for item in page.items]
-    posts = {p["id"]: p for p in checked if not isinstance(p, Malformed)}  # a page may repeat an id
-    fresh = store.unseen(name, posts)
-    result = Delivery(duplicates=len(posts) - len(fresh), skipped=page.skipped)
-    new_posts = [p for i, p in posts.items() if i in fresh]
+def deliver(name: str, page: Page, store: CheckpointStore, writer: PostSink, kafka: KafkaSettings,
+            brands: AbstractSet[str] = frozenset()) -> Delivery:
+    """Write a page's posts, deletions and dead letters, then commit its state. Raises if the sink (Kafka) does not
+    acknowledge. `brands`: the source's brand accounts (`brand_key` form)."""
+    result = Delivery(skipped=page.skipped)
+    prepared: list[Union[Post, Malformed, Deletion]] = []
+    for item in page.items:
+        if isinstance(item, dict):
+            item, dropped = _clean_url(name, _mark_brand(item, brands))
+            result.urls_dropped += dropped
+        prepared.append(_check(item))
+    keyed = {dedup_key(item): item for item in prepared}  # a page may repeat an item
+    fresh = store.unseen(name, keyed)
+    new = [item for key, item in keyed.items() if key in fresh]
+    records = [item.record() if isinstance(item, Deletion) else item for item in new if not isinstance(item, Malformed)]
     letters: list[DeadLetter] = []
-    for bad in (i for i in checked if isinstance(i, Malformed)):
+    for bad in (item for item in new if isinstance(item, Malformed)):
         log.warning("malformed item skipped", extra={"fields": {"source": name, "position": bad.position,
                                                                 "reason": bad.reason}})
         letters.append(dead_letter("malformed_source_item", bad.reason, RawRecord(bad.raw, bad.position)))
-    if new_posts:
-        writer.write_posts(kafka.topics.raw, new_posts)
+    if records:
+        writer.write_posts(kafka.topics.raw, records)  # in page order: a post and its deletion stay in order
     if letters:
         writer.write_dead_letters(kafka.topics.dead_letter, letters)
     store.commit(name, page.state, fresh)
-    result.posts, result.dead_letters, result.ids = len(new_posts), len(letters), sorted(fresh)
+    posts = [item for item in new if isinstance(item, dict)]
+    result.duplicates, result.posts, result.dead_letters = len(keyed) - len(fresh), len(posts), len(letters)
+    result.deletions, result.ids = len(records) - len(posts), sorted(p["id"] for p in posts)
     return result
 
 
@@ -133,7 +202,7 @@ def run_polling(source: Source, store: CheckpointStore, writer: PostSink, kafka:
     while not stop.is_set() and (pages is None or delivered < pages):
         try:
             page = source.fetch(store.state(source.name))
-            done = deliver(source.name, page, store, writer, kafka)
+            done = deliver(source.name, page, store, writer, kafka, source.brand_accounts)
         except Exception as exc:  # the source or Kafka is down: keep the old state, try again next round
             log.error("poll failed, will retry", extra={"fields": {"source": source.name, "error": redact_text(f"{type(exc).__name__}: {exc}")}})
             if once:
@@ -141,15 +210,12 @@ def run_polling(source: Source, store: CheckpointStore, writer: PostSink, kafka:
             stop.wait(source.every_s)
             continue
         delivered += 1
-        total.posts += done.posts
-        total.duplicates += done.duplicates
-        total.dead_letters += done.dead_letters
-        total.skipped += done.skipped
-        total.ids += done.ids
-        if done.posts or done.dead_letters or done.skipped:
+        total.add(done)
+        if done.posts or done.dead_letters or done.skipped or done.deletions or done.urls_dropped:
             log.info("delivered", extra={"fields": {"source": source.name, "posts": done.posts,
-                                                    "dead_letters": done.dead_letters, "duplicates": done.duplicates,
-                                                    "skipped": done.skipped}})
+                                                    "deletions": done.deletions, "dead_letters": done.dead_letters,
+                                                    "duplicates": done.duplicates, "skipped": done.skipped,
+                                                    "urls_dropped": done.urls_dropped}})
         if page.more or (pages is not None and delivered >= pages):
             continue
         if once:

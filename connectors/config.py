@@ -22,15 +22,24 @@ HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class _Polling(_Strict):
+# An author id or handle, `@` optional, compared case-insensitively (`@TelcoHilfe`, `telcohilfe`, `5005`, `kunde@social.example`)
+Account = Annotated[str, Field(pattern=r"^@?[^\s@][^\s]*$", max_length=256)]
+
+
+class _Polled(_Strict):
+    """What every polling source has. `brand_accounts`: the brand's own accounts on that source; their posts are
+    marked `author.is_brand` (role "brand" unless the source names one), so agents do not triage the brand's replies."""
     name: Name
+    brand_accounts: list[Account] = []
+
+
+class _Polling(_Polled):
     every_s: float = Field(default=60, gt=0)
     backfill_pages: int = Field(default=1, ge=1, le=50)  # how far back a new source reads on its first run
 
 
-class FeedConfig(_Strict):
+class FeedConfig(_Polled):
     type: Literal["rss"]
-    name: Name
     url: HttpUrl
     every_s: float = Field(default=300, gt=0)
 
@@ -95,6 +104,33 @@ class YouTubeConfig(_Polling):
     api_url: HttpUrl = "https://www.googleapis.com"
 
 
+class KhorosConfig(_Polling):
+    type: Literal["khoros"]
+    url: HttpUrl  # the community's address, e.g. https://community.example.de (its API is at /api/2.0)
+    boards: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(min_length=1)  # board ids
+    staff_ranks: list[str] = ["Employee", "Moderator", "Administrator"]  # author ranks that speak for the brand
+    token_env: Optional[EnvName] = None  # OAuth 2.0 bearer token (private communities)
+    session_key_env: Optional[EnvName] = None  # or a li-api-session-key
+
+
+class AppStoreConfig(_Polling):
+    type: Literal["app_store"]
+    app_id: str = Field(pattern=r"^[0-9]+$")  # the number in apps.apple.com/.../id<app_id>
+    countries: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(default=["de"], min_length=1)
+    every_s: float = Field(default=900, gt=0)
+    backfill_pages: int = Field(default=1, ge=1, le=10)  # the feed has 10 pages
+    feed_url: HttpUrl = "https://itunes.apple.com"
+
+
+class GooglePlayConfig(_Polling):
+    type: Literal["google_play"]
+    package_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$")
+    service_account_file_env: EnvName = "GOOGLE_APPLICATION_CREDENTIALS"  # names the variable holding the key file's path
+    translation_language: Optional[str] = Field(default=None, pattern=r"^[a-z]{2,3}([_-][A-Za-z]{2})?$")
+    every_s: float = Field(default=900, gt=0)
+    api_url: HttpUrl = "https://androidpublisher.googleapis.com"
+
+
 class WebhookConfig(_Strict):
     type: Literal["webhook"]
     name: Name
@@ -112,7 +148,8 @@ class ReplayConfig(_Strict):
 
 
 SourceConfig = Annotated[Union[FeedConfig, DiscourseConfig, MastodonConfig, RedditConfig, XConfig, FacebookConfig,
-                               YouTubeConfig, WebhookConfig, ReplayConfig], Field(discriminator="type")]
+                               YouTubeConfig, KhorosConfig, AppStoreConfig, GooglePlayConfig, WebhookConfig, ReplayConfig],
+                        Field(discriminator="type")]
 
 
 class ConnectConfig(_Strict):

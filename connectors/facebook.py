@@ -5,6 +5,10 @@ in the Authorization header and never reaches the checkpoint file). The creation
 The Graph API has no page-wide comment listing, so the comments source reads, for each post of the
 last `comments_days`, its newest comments (`filter=stream`, newest first) down to the mark.
 Posts without a message (a photo, a shared link) are skipped; so are comments that were hidden.
+What the page itself wrote (`from.id` = the page id: its posts, its answers in the comments) is the
+brand's (`author.role` "owner"). A post's `updated_time` later than its creation sets `edited_at`; the
+Graph API also moves it when a post gets a new comment, so a page post may be delivered again as a new
+version after a comment: harmless, the version replaces the one before. Comments have no such field.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from connectors.base import Malformed, Page, Source
 from connectors.http import HttpClient, SourceUnavailable, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 
-POST_FIELDS = "id,message,created_time,permalink_url,from{id,name}"
+POST_FIELDS = "id,message,created_time,updated_time,permalink_url,from{id,name}"
 COMMENT_FIELDS = "id,message,created_time,permalink_url,from{id,name},parent{id},is_hidden"
 TOKEN_ERRORS = {190}  # expired or revoked token
 RATE_LIMIT_ERRORS = {4, 17, 32, 613}
@@ -59,17 +63,22 @@ class GraphClient:
         return json_body(response, what)
 
 
-def _entry(kind: str, raw: Any, position: str, thread: Optional[str]) -> tuple[Optional[Mark], Item]:
+def _entry(kind: str, raw: Any, position: str, thread: Optional[str], page_id: str) -> tuple[Optional[Mark], Item]:
     created = utc(raw.get("created_time")) if isinstance(raw, dict) else None
     if not isinstance(raw, dict) or not raw.get("id") or created is None:
         return None, Malformed(position, "item has no id or created_time", json.dumps(raw).encode())
     if not (raw.get("message") or "").strip() or raw.get("is_hidden"):
         return created, None
     author = raw.get("from") or {}
+    page = author.get("id") == page_id
     parent = (raw.get("parent") or {}).get("id") or thread
+    updated = utc(raw.get("updated_time"))
     return created, {"id": f"{kind}:{raw['id']}", "source": kind, "text": raw["message"].strip(),
-                     "url": raw.get("permalink_url"), "author": {"id": author.get("id"), "name": author.get("name")},
-                     "created_at": created, "thread_id": f"{kind}:{thread or raw['id']}",
+                     "url": raw.get("permalink_url"),
+                     "author": {"id": author.get("id"), "name": author.get("name"),
+                                "is_brand": True if page else None, "role": "owner" if page else None},
+                     "created_at": created, "edited_at": updated if updated and updated > created else None,
+                     "thread_id": f"{kind}:{thread or raw['id']}",
                      "reply_to_id": f"{kind}:{parent}" if parent else None, "metadata": {"graph_id": raw["id"]}}
 
 
@@ -85,7 +94,7 @@ class FacebookPagePosts(ListingSource):
                                 f"facebook page {self.page_id} feed")
         posts = answer.get("data") or []
         following = (answer.get("paging") or {}).get("next")
-        return Listing([_entry(self.kind, p, f"facebook:{self.page_id}/feed", None) for p in posts],
+        return Listing([_entry(self.kind, p, f"facebook:{self.page_id}/feed", None, self.page_id) for p in posts],
                        _without_token(following) if following and posts else None)
 
 
@@ -103,7 +112,7 @@ class FacebookPageComments(Source):
                 {"fields": COMMENT_FIELDS, "filter": "stream", "order": "reverse_chronological", "limit": 100})
             while url:
                 answer = self.graph.get(url, f"facebook comments of {post_id}")
-                entries = [_entry(self.kind, c, f"facebook:{post_id}/comments", post_id)
+                entries = [_entry(self.kind, c, f"facebook:{post_id}/comments", post_id, self.page_id)
                            for c in answer.get("data") or []]
                 fresh = [(m, i) for m, i in entries if mark is None or m is None or m >= mark]
                 items += [i for _, i in fresh if i is not None]

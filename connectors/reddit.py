@@ -3,7 +3,10 @@
 Listings (`/r/NAME/new`, `/r/NAME/comments`) come newest first with `after=<fullname>` to read
 further back. Reddit ids are base 36 and grow over time, so the decoded id is the mark. The token is
 fetched with the app's id and secret and renewed before it expires or when the API answers 401.
-Removed and deleted items ("[removed]", "[deleted]") are skipped.
+A removed or deleted item (body "[removed]"/"[deleted]", `removed_by_category`) becomes a Deletion; an item
+whose author deleted their account is skipped. A comment's thread is its post (`link_id`), whose title
+travels as `metadata.link_title`; `distinguished` (a moderator or admin speaking as such) marks the author
+as the brand's; `edited` (false, or the edit's epoch time) sets `edited_at`.
 """
 from __future__ import annotations
 
@@ -13,12 +16,18 @@ import threading
 import time
 from typing import Any, Optional
 
-from connectors.base import Malformed
+from connectors.base import Deletion, Malformed
 from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 
 PAGE_SIZE = 100
 GONE = {"[deleted]", "[removed]"}
+ROLES = {"moderator", "admin"}  # `distinguished` values that speak for the community's owners
+
+
+def _utc(epoch: Any) -> Optional[str]:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) \
+        if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None
 
 
 class RedditToken:
@@ -68,18 +77,25 @@ class RedditListing(ListingSource):
 
     def _post(self, kind: str, data: dict[str, Any]) -> Item:
         body = (data.get("selftext") if kind == "t3" else data.get("body")) or ""
-        if body.strip() in GONE or data.get("author") in GONE or data.get("removed_by_category"):
-            return None
+        fullname = data.get("name") or f"{kind}_{data['id']}"
+        if body.strip() in GONE or data.get("removed_by_category"):
+            return Deletion(self.post_id(fullname), self.kind)  # Reddit does not say when
+        if data.get("author") in GONE:
+            return None  # the author's account is gone: no one to answer
         title = data.get("title") if kind == "t3" else None
         text = body.strip() or (title or "").strip()
         if not text:
             return None
-        created, fullname = data.get("created_utc"), data.get("name") or f"{kind}_{data['id']}"
         thread = data.get("link_id") if kind == "t1" else fullname
+        role = data.get("distinguished") if data.get("distinguished") in ROLES else None
+        metadata = {"subreddit": data.get("subreddit") or self.subreddit}
+        if kind == "t1" and data.get("link_title"):
+            metadata["link_title"] = data["link_title"]
         return {"id": self.post_id(fullname), "source": self.kind, "text": text,
                 "title": title, "url": f"https://www.reddit.com{data['permalink']}" if data.get("permalink") else None,
-                "author": {"handle": data.get("author"), "name": data.get("author"), "id": data.get("author_fullname")},
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)) if isinstance(created, (int, float)) else None,
+                "author": {"handle": data.get("author"), "name": data.get("author"), "id": data.get("author_fullname"),
+                           "is_brand": True if role else None, "role": role},
+                "created_at": _utc(data.get("created_utc")), "edited_at": _utc(data.get("edited")),
                 "thread_id": self.post_id(thread) if thread else None,
                 "reply_to_id": self.post_id(data["parent_id"]) if kind == "t1" and data.get("parent_id") else None,
-                "metadata": {"subreddit": data.get("subreddit") or self.subreddit}}
+                "metadata": metadata}

@@ -13,11 +13,14 @@ import threading
 from typing import Optional
 
 from connectors import config as connect_config
-from connectors.base import Delivery, PostSink, Source, run_polling
+from connectors.app_store import AppStoreReviews
+from connectors.base import Delivery, PostSink, Source, brand_key, run_polling
 from connectors.checkpoint import CheckpointStore
 from connectors.discourse import DiscourseSource
 from connectors.facebook import FacebookPageComments, FacebookPagePosts, GraphClient
+from connectors.google_play import GooglePlayReviews, PlayToken
 from connectors.http import HttpClient
+from connectors.khoros import KhorosBoard
 from connectors.mastodon import MastodonHashtagStream, MastodonTimeline
 from connectors.reddit import RedditListing, RedditToken
 from connectors.replay import replay
@@ -33,7 +36,17 @@ log = logging.getLogger(__name__)
 
 
 def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool = False) -> list[Source]:
-    """The sources one configured entry runs, each with its own checkpoint (named `<name>/<listing>`).
+    """The sources one configured entry runs, each with its own checkpoint (named `<name>/<listing>`) and the entry's
+    `brand_accounts`, which the runner applies to every post (connectors/base.py)."""
+    sources = _sources(cfg, http, once)
+    brands = frozenset(brand_key(account) for account in getattr(cfg, "brand_accounts", ()))
+    for source in sources:
+        source.brand_accounts = brands
+    return sources
+
+
+def _sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool) -> list[Source]:
+    """The sources one configured entry runs.
 
     With `once`, streams are left closed: their REST listing makes one catch-up pass instead."""
     secret = connect_config.secret
@@ -68,6 +81,17 @@ def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bo
     if isinstance(cfg, connect_config.YouTubeConfig):
         return [YouTubeChannelComments(cfg.name, cfg.api_url, cfg.channel_id, cfg.every_s, http,
                                        secret(cfg, "api_key_env") or "", cfg.backfill_pages)]
+    if isinstance(cfg, connect_config.KhorosConfig):
+        return [KhorosBoard(f"{cfg.name}/{board}", cfg.url, board, cfg.every_s, http, tuple(cfg.staff_ranks),
+                            secret(cfg, "token_env"), secret(cfg, "session_key_env"), cfg.backfill_pages)
+                for board in cfg.boards]
+    if isinstance(cfg, connect_config.AppStoreConfig):
+        return [AppStoreReviews(f"{cfg.name}/{country}", cfg.app_id, country, cfg.every_s, http, cfg.feed_url,
+                                cfg.backfill_pages) for country in cfg.countries]
+    if isinstance(cfg, connect_config.GooglePlayConfig):
+        return [GooglePlayReviews(cfg.name, cfg.package_name, cfg.every_s, http,
+                                  PlayToken(secret(cfg, "service_account_file_env") or "", http),
+                                  cfg.translation_language, cfg.api_url, cfg.backfill_pages)]
     raise TypeError(f"{type(cfg).__name__} is not a polling source")
 
 

@@ -13,7 +13,7 @@ from connectors.base import Page, Source
 from connectors.http import SourceUnavailable
 from connectors.listing import Item, ListingSource, Mark
 
-Event = Optional[tuple[Mark, Item]]  # None: a heartbeat
+Event = Optional[tuple[Optional[Mark], Item]]  # None: a heartbeat; a None mark (a deletion, a malformed line) keeps the mark
 
 
 class CatchUpStream(Source):
@@ -44,7 +44,8 @@ class CatchUpStream(Source):
         if event is None:
             return Page([], state, more=True)
         mark, item = event
-        new_state = {"mark": mark if state.get("mark") is None else max(mark, state["mark"])}
+        marks = [m for m in (mark, state.get("mark")) if m is not None]
+        new_state = {"mark": max(marks)} if marks else dict(state)
         return Page([item] if item is not None else [], new_state, more=True, skipped=int(item is None))
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from connectors.base import Delivery, Malformed, Page, Post, Source, run_polling
+from connectors.base import Deletion, Delivery, Malformed, Page, Post, Source, run_polling
 from connectors.checkpoint import CheckpointStore
 from core.config import KafkaSettings
 from core.records import DeadLetter, post_payload
@@ -70,7 +70,15 @@ class ListSink:
 
     @property
     def posts(self) -> list[Post]:
-        """Every post written, whatever the topic."""
+        """Every post written, whatever the topic (deletion records, written beside them, are in `deletions`)."""
+        return [item for item in self._records() if item.get("kind") != "deletion"]
+
+    @property
+    def deletions(self) -> list[dict[str, Any]]:
+        """Every deletion record written (schemas/deletion.v1.schema.json), whatever the topic."""
+        return [item for item in self._records() if item.get("kind") == "deletion"]
+
+    def _records(self) -> list[dict[str, Any]]:
         return [item for items in self.sent.values() for item in items if isinstance(item, dict)]
 
     @property
@@ -84,7 +92,7 @@ class ListSink:
 
 
 class TestingSource(Source):
-    """A polling source serving `pages` (lists of Posts or Malformed items) one per fetch, then empty pages.
+    """A polling source serving `pages` (lists of Posts, Malformed items or Deletions) one per fetch, then empty pages.
 
     Its state is the index of the next page, so a checkpoint store resumes it like a real source;
     `more` is true while pages are left. An Exception in a page's place is raised by that fetch, once.
@@ -93,7 +101,7 @@ class TestingSource(Source):
     __test__ = False  # not a pytest test class
     kind = "test"
 
-    def __init__(self, name: str, pages: Sequence[Union[Sequence[Union[Post, Malformed]], Exception]],
+    def __init__(self, name: str, pages: Sequence[Union[Sequence[Union[Post, Malformed, Deletion]], Exception]],
                  every_s: float = 0.0) -> None:
         super().__init__(name, every_s)
         self.pages = list(pages)

@@ -1,4 +1,8 @@
-"""HTML to plain text for posts: keep the words and the paragraph breaks, drop markup, scripts and styles."""
+"""HTML to plain text for posts: keep the words and the paragraph breaks, drop markup, scripts and styles.
+
+An image's alt text is kept in place: a post that is only a photo with a description says something
+(the description), a photo without one says nothing we could triage, and an emoji image (Discourse)
+reads as its `:shortcode:`."""
 from __future__ import annotations
 
 import html
@@ -18,6 +22,10 @@ class _Text(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[type-arg]
         if tag in _SKIP:
             self._skipping += 1
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt and not self._skipping:
+                self.parts.append(f" {alt} ")
         elif tag in _BLOCKS:
             self.parts.append("\n")
 
@@ -33,11 +41,13 @@ class _Text(HTMLParser):
 
 
 def html_to_text(markup: str) -> str:
-    if "<" not in markup:
-        return html.unescape(markup).strip()
-    parser = _Text()
-    parser.feed(markup)
-    parser.close()
-    text = "".join(parser.parts)
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    """Plain text of an HTML fragment (or of text with entities); empty when only markup or spaces remain."""
+    if "<" in markup:
+        parser = _Text()
+        parser.feed(markup)
+        parser.close()
+        text = "".join(parser.parts)
+    else:
+        text = html.unescape(markup)
+    text = re.sub(r"[ \t\r\f\v]+", " ", text)  # a no-break space stays: French puts one before ":" and "!"
     return re.sub(r"\s*\n\s*", "\n", text).strip()

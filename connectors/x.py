@@ -5,21 +5,32 @@ ids grow over time, so the id is the mark. The filtered stream sends one JSON ob
 keep-alive lines; the source keeps one rule, tagged with the source name, equal to its query, and on
 every (re)connect the recent search catches up from the mark. Retweets are skipped (the retweeter did
 not write the text). Posts keep `source: twitter`, the name the models and routing rules know.
+
+The text is what a person reads: X escapes `&`, `<` and `>` as HTML entities, shortens every link to a
+t.co URL (expanded from `entities.urls`; a link to the post's own photo is dropped) and cuts posts longer
+than 280 characters (the whole text is in `note_tweet`). A post that is only an image is its images'
+alt texts, or skipped without them. The quoted post's text travels as `metadata.quoted_text`. An edit
+is a new tweet id listing the original first in `edit_history_tweet_ids`: it keeps the original's post id
+and sets `edited_at`, so it replaces the earlier version. A compliance `delete` event on the stream
+(Enterprise apps get them) becomes a Deletion.
 """
 from __future__ import annotations
 
+import html
 import json
 from typing import Any, Iterator, Optional
 from urllib.parse import urlencode
 
-from connectors.base import Malformed
+from connectors.base import Deletion, Malformed
 from connectors.http import HttpClient, json_body
 from connectors.listing import Item, Listing, ListingSource, Mark
 from connectors.streaming import CatchUpStream, Event
 from core import safe_json
 
-FIELDS = {"tweet.fields": "created_at,author_id,conversation_id,lang,referenced_tweets",
-          "expansions": "author_id", "user.fields": "username,name,public_metrics"}
+FIELDS = {"tweet.fields": "created_at,author_id,conversation_id,lang,referenced_tweets,entities,note_tweet,"
+                          "edit_history_tweet_ids,attachments",
+          "expansions": "author_id,referenced_tweets.id,attachments.media_keys",
+          "user.fields": "username,name,public_metrics", "media.fields": "alt_text,type"}
 UNDETERMINED = {"und", "qme", "qht", "qam", "zxx"}  # X's codes for "no language"
 
 
@@ -37,32 +48,61 @@ class XRecentSearch(ListingSource):
                   **({"since_id": str(mark)} if mark is not None else {}), **({"next_token": cursor} if cursor else {})}
         answer = json_body(self.http.get(f"{self.api_url}/2/tweets/search/recent?{urlencode(params)}", self.headers),
                            f"x search {self.name}")
-        users = _users(answer)
-        return Listing([self.entry(t, users) for t in answer.get("data") or []], (answer.get("meta") or {}).get("next_token"))
+        includes = Includes(answer)
+        return Listing([self.entry(t, includes) for t in answer.get("data") or []], (answer.get("meta") or {}).get("next_token"))
 
-    def entry(self, tweet: Any, users: dict[str, dict[str, Any]]) -> tuple[Optional[Mark], Item]:
+    def entry(self, tweet: Any, includes: "Includes") -> tuple[Optional[Mark], Item]:
         native = tweet.get("id") if isinstance(tweet, dict) else None
-        if not isinstance(native, str) or not native.isdigit() or not (tweet.get("text") or "").strip():
+        if not isinstance(native, str) or not native.isdigit() or not isinstance(tweet.get("text"), str):
             return None, Malformed(f"twitter:{self.name}", "tweet has no id or text", json.dumps(tweet).encode())
         references = {r.get("type"): r.get("id") for r in tweet.get("referenced_tweets") or [] if isinstance(r, dict)}
         if "retweeted" in references:
             return int(native), None
-        user = users.get(tweet.get("author_id") or "", {})
+        text = readable_text(tweet) or includes.alt_texts(tweet)
+        if not text:
+            return int(native), None  # an image without alt text
+        history = [i for i in tweet.get("edit_history_tweet_ids") or [] if isinstance(i, str) and i.isdigit()]
+        original = history[0] if history else native
+        user = includes.users.get(tweet.get("author_id") or "", {})
         handle, lang = user.get("username"), tweet.get("lang")
+        quoted = includes.tweets.get(references.get("quoted") or "")
         return int(native), {
-            "id": self.post_id(native), "source": self.kind, "text": tweet["text"].strip(),
+            "id": self.post_id(original), "source": self.kind, "text": text,
             "url": f"https://x.com/{handle or 'i/web'}/status/{native}",
             "author": {"id": tweet.get("author_id"), "handle": handle, "name": user.get("name"),
                        "followers": (user.get("public_metrics") or {}).get("followers_count")},
             "created_at": tweet.get("created_at"),
+            "edited_at": tweet.get("created_at") if original != native else None,  # a version's time is its edit's
             "lang_hint": lang if lang and lang not in UNDETERMINED else None,
             "thread_id": self.post_id(tweet["conversation_id"]) if tweet.get("conversation_id") else None,
             "reply_to_id": self.post_id(references["replied_to"]) if references.get("replied_to") else None,
-            "metadata": {"query": self.query}}
+            "metadata": {"query": self.query, **({"quoted_text": readable_text(quoted)} if quoted else {})}}
 
 
-def _users(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {u["id"]: u for u in (answer.get("includes") or {}).get("users") or [] if isinstance(u, dict) and "id" in u}
+def readable_text(tweet: dict[str, Any]) -> str:
+    """The whole text (a long post's `note_tweet`) with entities decoded and t.co links expanded."""
+    note = tweet.get("note_tweet") if isinstance(tweet.get("note_tweet"), dict) else {}
+    source = note if isinstance(note.get("text"), str) else tweet
+    text = html.unescape(source.get("text") or "")
+    for link in (source.get("entities") or {}).get("urls") or []:
+        if isinstance(link, dict) and isinstance(link.get("url"), str):
+            shown = "" if link.get("media_key") else (link.get("expanded_url") or link.get("display_url") or link["url"])
+            text = text.replace(link["url"], shown)
+    return text.strip()
+
+
+class Includes:
+    """The answer's `includes`: authors, referenced (quoted) tweets and media, by id."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        included = answer.get("includes") if isinstance(answer.get("includes"), dict) else {}
+        self.users, self.tweets, self.media = ({i[key]: i for i in included.get(part) or [] if isinstance(i, dict) and key in i}
+                                               for part, key in (("users", "id"), ("tweets", "id"), ("media", "media_key")))
+
+    def alt_texts(self, tweet: dict[str, Any]) -> str:
+        keys = (tweet.get("attachments") or {}).get("media_keys") or []
+        return "\n".join(self.media[k]["alt_text"].strip() for k in keys
+                         if isinstance(self.media.get(k, {}).get("alt_text"), str) and self.media[k]["alt_text"].strip())
 
 
 class XFilteredStream(CatchUpStream):
@@ -78,15 +118,18 @@ class XFilteredStream(CatchUpStream):
             try:
                 message = safe_json.loads(line)
             except ValueError:
-                yield 0, Malformed(f"twitter:{self.name}/stream", "stream line is not JSON", line)
+                yield None, Malformed(f"twitter:{self.name}/stream", "stream line is not JSON", line)
                 continue
             if "data" not in message and message.get("errors"):  # e.g. operational-disconnect: reconnect
                 raise ConnectionError(f"x stream: {message['errors'][0].get('title') or message['errors'][0]}")
+            deleted = ((message.get("data") or {}).get("delete") or {}) if isinstance(message.get("data"), dict) else {}
+            if isinstance((deleted.get("tweet") or {}).get("id"), str):  # a compliance event: not rule-tagged
+                yield None, Deletion(self.rest.post_id(deleted["tweet"]["id"]), self.rest.kind, deleted.get("event_at"))
+                continue
             if not any(r.get("tag") == self.name for r in message.get("matching_rules") or []):
                 yield None  # another source's rule on the same app
                 continue
-            mark, item = self.rest.entry(message.get("data"), _users(message))
-            yield (mark if mark is not None else 0), item
+            yield self.rest.entry(message.get("data"), Includes(message))
 
     def _sync_rule(self) -> None:
         """Make the app's rules hold exactly one rule for this source: its query, tagged with its name."""

@@ -2,9 +2,11 @@
 
 `commentThreads?allThreadsRelatedToChannelId=...&order=time` lists threads newest first with
 `nextPageToken`; the publication time is the mark. Each thread brings its top-level comment and up to
-five replies; a reply is a post of its own with `reply_to_id` naming the comment. The key travels in
-the `X-Goog-Api-Key` header, not in the URL. An exhausted daily quota (HTTP 403 `quotaExceeded`)
-pauses the source until its next poll.
+five replies; a thread with more (`totalReplyCount`) has all of them read with `comments.list?parentId=`
+(paged). A reply is a post of its own with `reply_to_id` naming the comment. A comment by the channel
+itself (`authorChannelId` = the configured channel) is the brand's (`author.role` "owner"); a comment
+updated after it was published carries `edited_at`. The key travels in the `X-Goog-Api-Key` header,
+not in the URL. An exhausted daily quota (HTTP 403 `quotaExceeded`) pauses the source until its next poll.
 """
 from __future__ import annotations
 
@@ -35,8 +37,26 @@ class YouTubeChannelComments(ListingSource):
         for thread in answer.get("items") or []:
             top = ((thread.get("snippet") or {}).get("topLevelComment") or {}) if isinstance(thread, dict) else {}
             entries.append(self._comment(top, None, thread))
-            entries += [self._comment(reply, top.get("id"), thread) for reply in (thread.get("replies") or {}).get("comments") or []]
+            replies = (thread.get("replies") or {}).get("comments") or [] if isinstance(thread, dict) else []
+            total = (thread.get("snippet") or {}).get("totalReplyCount") if isinstance(thread, dict) else None
+            if isinstance(total, int) and total > len(replies) and top.get("id"):
+                replies = self._replies(top["id"])
+            entries += [self._comment(reply, top.get("id"), thread) for reply in replies]
         return Listing(entries, answer.get("nextPageToken"))
+
+    def _replies(self, parent: str) -> list[Any]:
+        """Every reply to a top-level comment (a thread lists five at most)."""
+        replies: list[Any] = []
+        token: Optional[str] = None
+        while True:
+            params = {"part": "snippet", "parentId": parent, "maxResults": "100", "textFormat": "plainText",
+                      **({"pageToken": token} if token else {})}
+            answer = json_body(self.http.get(f"{self.api_url}/youtube/v3/comments?{urlencode(params)}", self.headers),
+                               f"youtube replies in channel {self.channel_id}")
+            replies += answer.get("items") or []
+            token = answer.get("nextPageToken")
+            if not token:
+                return replies
 
     def _comment(self, comment: dict[str, Any], parent: Optional[str], thread: Any) -> tuple[Optional[Mark], Item]:
         snippet = comment.get("snippet") or {}
@@ -46,11 +66,15 @@ class YouTubeChannelComments(ListingSource):
         text = (snippet.get("textOriginal") or snippet.get("textDisplay") or "").strip()
         if not text:
             return published, None
-        video = snippet.get("videoId")
+        video, author = snippet.get("videoId"), (snippet.get("authorChannelId") or {}).get("value")
+        owner = author == self.channel_id
+        updated = snippet.get("updatedAt")
         return published, {
             "id": self.post_id(comment["id"]), "source": self.kind, "text": text,
             "url": f"https://www.youtube.com/watch?v={video}&lc={comment['id']}" if video else None,
-            "author": {"id": (snippet.get("authorChannelId") or {}).get("value"), "name": snippet.get("authorDisplayName")},
-            "created_at": published, "thread_id": self.post_id(parent or comment["id"]),
+            "author": {"id": author, "name": snippet.get("authorDisplayName"),
+                       "is_brand": True if owner else None, "role": "owner" if owner else None},
+            "created_at": published, "edited_at": updated if isinstance(updated, str) and updated > published else None,
+            "thread_id": self.post_id(parent or comment["id"]),
             "reply_to_id": self.post_id(parent) if parent else None,
             "metadata": {"channel_id": self.channel_id, "video_id": video}}

@@ -3,6 +3,11 @@
 Every source, file, Kafka or Elasticsearch, hands the pipeline RawRecords, so parsing, validation
 and the dead-letter policy exist once. A dead letter keeps the original bytes untouched: whoever
 fixes the cause can replay exactly what arrived.
+
+The raw topic carries two kinds of record, both keyed by the post id: posts, and deletion records
+(`"kind": "deletion"`, schemas/deletion.v1.schema.json) by which a source says a post it delivered was
+deleted or removed. A deletion parses to a Deletion, which is never enriched: it only marks the post's
+documents (core/documents.py).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 import schemas
 from core import safe_json
-from core.timestamps import utc_now  # noqa: F401 (also imported from here by the pipeline)
+from core.timestamps import utc_now
 
 
 class RawRecord(NamedTuple):
@@ -53,6 +58,18 @@ class DeadLetter(NamedTuple):
                 ("triage.origin", self.origin.encode()), ("triage.failed_at", self.failed_at.encode())]
 
 
+class Deletion(NamedTuple):
+    """A post withdrawn at its source: the pipeline marks its documents deleted and drops its raw text."""
+    post_id: str
+    source: str
+    deleted_at: str  # when the source says it was deleted, else when the pipeline read the record
+
+    def payload(self) -> bytes:
+        """The deletion record it stands for (schemas/deletion.v1.schema.json), e.g. for a dead letter."""
+        return json.dumps({"schema_version": 1, "kind": "deletion", "id": self.post_id, "source": self.source,
+                           "deleted_at": self.deleted_at}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def dead_letter(reason_code: str, reason: str, record: RawRecord) -> DeadLetter:
     return DeadLetter(reason_code, reason, record.origin, record.payload, utc_now())
 
@@ -62,8 +79,9 @@ def post_payload(post: dict[str, Any]) -> bytes:
     return json.dumps(public(post), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) -> dict[str, Any] | DeadLetter:
-    """Decode and validate one raw record as a Post, or say exactly why it cannot be one."""
+def parse_post(record: RawRecord, max_record_bytes: int,
+               max_text_chars: int) -> dict[str, Any] | Deletion | DeadLetter:
+    """Decode and validate one raw record as a Post or a Deletion, or say exactly why it is neither."""
     if record.failed_attempts >= 1:  # a poison pill: processing it again would stop another worker
         return dead_letter("poison_record",
                            f"a worker stopped {record.failed_attempts} times while processing this record", record)
@@ -82,6 +100,8 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
         return dead_letter("invalid_json", str(exc), record)
     if not isinstance(post, dict):
         return dead_letter("not_an_object", f"expected a JSON object, got {type(post).__name__}", record)
+    if post.get("kind") == "deletion":
+        return _deletion(post, record)
     if isinstance(post.get("text"), str) and not post["text"].strip():
         return dead_letter("empty_text", "text is empty or only whitespace", record)
     error: Optional[str] = schemas.first_error(schemas.POST_SCHEMA, post)
@@ -94,3 +114,14 @@ def parse_post(record: RawRecord, max_record_bytes: int, max_text_chars: int) ->
     if record.produced_ms is not None:
         post["_produced_ms"] = record.produced_ms
     return post
+
+
+def _deletion(value: dict[str, Any], record: RawRecord) -> Deletion | DeadLetter:
+    """A deletion record, validated like a post: a bad one is a dead letter that names the field and rule.
+
+    Without a `deleted_at` from the source, the time the pipeline read it is the best there is; the index
+    needs a time to filter and sort by."""
+    error: Optional[str] = schemas.first_error(schemas.DELETION_SCHEMA, value)
+    if error:
+        return dead_letter("schema_violation", error, record)
+    return Deletion(value["id"], value["source"], value.get("deleted_at") or utc_now())

@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from core.config import Settings
 from pipeline.enrich import SUMMARY_NAMESPACE, EnrichPosts, count_dead_letter
 from pipeline.io import sinks, sources
-from pipeline.io.write import REJECTED_TAG, WriteToElasticsearch, WriteToKafka
+from pipeline.io.write import REJECTED_TAG, WRITTEN_TAG, WriteToElasticsearch, WriteToKafka
 from core.records import DeadLetter, RawRecord
 
 
@@ -108,14 +108,27 @@ def default_dead_letters(output: Target) -> str:
     return "kafka" if output.kind == "kafka" else "dead-letters.jsonl"
 
 
-def _write_posts(posts: beam.PCollection, target: Target, settings: Settings) -> list[beam.PCollection]:
-    """Writes enriched posts; returns the PCollections of dead letters the write itself produced."""
+def _write_posts(posts: beam.PCollection, deletions: beam.PCollection, target: Target,
+                 settings: Settings) -> list[beam.PCollection]:
+    """Writes enriched posts (and deletions, to an index); returns the dead letters the writes produced.
+
+    Deletions are applied after every post of the run was written (a side input that exists only then): a
+    deletion and its post in one run end as a deleted post whatever their order in the input, where a
+    deletion applied first would find nothing to mark. Files and topics get the enriched posts only; the
+    summary counts the deletions.
+    """
     if target.kind == "file":
         sinks.write_jsonl(posts | "PostsToJson" >> beam.Map(sinks.to_json_line), target.name, "WritePostsJsonl")
         return []
     if target.kind == "es":
         written = posts | "IndexInElasticsearch" >> WriteToElasticsearch(settings.elasticsearch, target.name)
-        return [written[REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter)]
+        indexed = written[WRITTEN_TAG] | "CountIndexed" >> beam.combiners.Count.Globally()
+        after_posts = deletions | "AfterThePosts" >> beam.Map(lambda deletion, _: deletion,
+                                                              beam.pvalue.AsSingleton(indexed))
+        deleted = after_posts | "MarkDeletedInElasticsearch" >> WriteToElasticsearch(settings.elasticsearch,
+                                                                                       target.name)
+        return [written[REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter),
+                deleted[REJECTED_TAG] | "CountRejectedDeletions" >> beam.Map(count_dead_letter)]
     posts | "ProducePosts" >> WriteToKafka(settings.kafka, target.name, kind="posts")
     return []
 
@@ -169,7 +182,7 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: BatchJob) -> tuple[T
     records = records | "ReportProgress" >> beam.ParDo(ReportProgress(total))
     enriched = records | "Enrich" >> EnrichPosts(settings)
     _count_duplicate_ids(enriched["enriched"])
-    rejected = _write_posts(enriched["enriched"], output, settings)
+    rejected = _write_posts(enriched["enriched"], enriched["deletions"], output, settings)
     dead = [*enriched["dead_letters"], *rejected]
     _write_dead_letters(dead | "AllDeadLetters" >> beam.Flatten(), dead_target, settings)
     return output, dead_target

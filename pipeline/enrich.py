@@ -3,6 +3,9 @@
 The one code path shared by `triage batch` and `triage stream`: sources only produce RawRecords and
 sinks only consume enriched posts and dead letters, so every way of running the product enriches
 identically.
+
+Deletion records (core.records.Deletion) leave right after parsing ("SplitDeletions"): there is nothing
+to enrich in them, and the sink applies them to the post's documents (pipeline/io/elasticsearch.py).
 """
 from __future__ import annotations
 
@@ -14,16 +17,17 @@ from apache_beam.ml.inference.base import RunInference
 
 import schemas
 from core.config import Settings
-from core.records import DeadLetter, RawRecord, dead_letter, parse_post, post_payload, utc_now
+from core.records import DeadLetter, Deletion, RawRecord, dead_letter, parse_post, post_payload, utc_now
 from pipeline.steps import registry
 from pipeline.steps.base import Post
 
 SUMMARY_NAMESPACE = "triage.summary"
 DEAD_LETTER_TAG = "dead_letters"
+DELETIONS_TAG = "deletions"
 
 
 class ParsePosts(beam.DoFn):
-    """Decode and validate raw records; anything that is not a valid Post becomes a dead letter."""
+    """Decode and validate raw records; anything that is not a valid Post or Deletion becomes a dead letter."""
 
     def __init__(self, max_record_bytes: int, max_text_chars: int) -> None:
         self.max_record_bytes = max_record_bytes
@@ -36,6 +40,15 @@ class ParsePosts(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
         else:
             yield parsed
+
+
+def split_deletions(parsed: Post | Deletion) -> Iterator[Any]:
+    """Posts go on to the enrichment steps; deletions, tagged, straight to the sink (and the run summary)."""
+    if isinstance(parsed, Deletion):
+        Metrics.counter(SUMMARY_NAMESPACE, "deletions").inc()
+        yield beam.pvalue.TaggedOutput(DELETIONS_TAG, parsed)
+    else:
+        yield parsed
 
 
 def _failed_batch_to_dead_letters(failure: tuple[list[Post], Any], step: str) -> Iterator[DeadLetter]:
@@ -75,7 +88,8 @@ def count_dead_letter(letter: DeadLetter) -> DeadLetter:
 
 
 class EnrichPosts(beam.PTransform):
-    """PCollection[RawRecord] -> {'enriched': PCollection[Post], 'dead_letters': [PCollection[DeadLetter], ...]}.
+    """PCollection[RawRecord] -> {'enriched': PCollection[Post], 'deletions': PCollection[Deletion],
+    'dead_letters': [PCollection[DeadLetter], ...]}.
 
     Dead letters come as one PCollection per place they arise, unflattened: the streaming job must
     keep its graph fused (a Flatten would wait for the unbounded source to finish), the batch job
@@ -97,7 +111,9 @@ class EnrichPosts(beam.PTransform):
         cfg = self.settings.enrichment
         parsed = records | "ParseAndValidate" >> beam.ParDo(
             ParsePosts(cfg.max_record_bytes, cfg.max_text_chars)).with_outputs(DEAD_LETTER_TAG, main="posts")
-        posts = parsed.posts
+        split = parsed.posts | "SplitDeletions" >> beam.FlatMap(split_deletions).with_outputs(DELETIONS_TAG,
+                                                                                                main="posts")
+        posts = split.posts
         dead_letters = [parsed[DEAD_LETTER_TAG] | "CountInvalid" >> beam.Map(count_dead_letter)]
         for name, step_class in zip(self.names, self.steps):
             step = step_class(self.settings)
@@ -106,4 +122,4 @@ class EnrichPosts(beam.PTransform):
                                 | f"{step.label}FailuresToDeadLetters" >> beam.FlatMap(_failed_batch_to_dead_letters, name)
                                 | f"Count{step.label}Failures" >> beam.Map(count_dead_letter))
         enriched = posts | "Finish" >> beam.Map(finish)
-        return {"enriched": enriched, "dead_letters": dead_letters}
+        return {"enriched": enriched, "deletions": split[DELETIONS_TAG], "dead_letters": dead_letters}

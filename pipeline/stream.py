@@ -50,27 +50,35 @@ class StreamJob:
 
 class IndexAndPublish(beam.PTransform):
     """Bulk-indexes a bundle's enriched posts, then publishes the acknowledged ones to the enriched topic;
-    posts Elasticsearch rejects go to the dead-letter topic.
+    applies the bundle's deletions to the index with the same write; posts and deletions Elasticsearch
+    rejects go to the dead-letter topic.
 
     Both writes happen per bundle (and every bulk_size posts), before the source's bundle finalizer
     commits the offsets: a crash anywhere before the commit means redelivery, never loss. While
     Elasticsearch is unavailable the write waits through the Kafka source (keep_membership: partitions
     paused, polls go on, the worker stays in its group) for up to stream.max_outage_s, then fails the
-    worker, which restarts from the committed offsets.
+    worker, which restarts from the committed offsets. Input: (posts, deletions), kept apart because a
+    Flatten would unfuse the graph; so the two writes of one bundle are not ordered against each other.
     """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
 
-    def expand(self, posts: beam.PCollection) -> Any:
+    def expand(self, posts_and_deletions: tuple[beam.PCollection, beam.PCollection]) -> Any:
+        posts, deletions = posts_and_deletions
         topics = self.settings.kafka.topics
-        written = posts | "WriteToElasticsearch" >> WriteToElasticsearch(
-            self.settings.elasticsearch, wait=keep_membership, max_outage_s=self.settings.stream.max_outage_s)
+        written = posts | "WriteToElasticsearch" >> self._write()
+        marked = deletions | "MarkDeleted" >> self._write()
         written[WRITTEN_TAG] | "PublishEnriched" >> WriteToKafka(self.settings.kafka, topics.enriched, kind="posts",
                                                                  flush_every=self.settings.elasticsearch.bulk_size)
-        return written[REJECTED_TAG] | "PublishRejected" >> WriteToKafka(self.settings.kafka, topics.dead_letter,
-                                                                          kind="dead_letters")
+        return tuple(rejected | label >> WriteToKafka(self.settings.kafka, topics.dead_letter, kind="dead_letters")
+                     for label, rejected in (("PublishRejected", written[REJECTED_TAG]),
+                                             ("PublishRejectedDeletions", marked[REJECTED_TAG])))
+
+    def _write(self) -> WriteToElasticsearch:
+        return WriteToElasticsearch(self.settings.elasticsearch, wait=keep_membership,
+                                    max_outage_s=self.settings.stream.max_outage_s)
 
 
 def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
@@ -80,7 +88,7 @@ def build(pipeline: beam.Pipeline, settings: Settings, job: StreamJob) -> None:
                | "ReadKafka" >> beam.ParDo(ReadKafkaStream(settings.kafka, job.topics, job.group_id, cfg,
                                                                 job.worker_instance_id())))
     enriched = records | "Enrich" >> EnrichPosts(settings)
-    enriched["enriched"] | "IndexAndPublish" >> IndexAndPublish(settings)
+    (enriched["enriched"], enriched["deletions"]) | "IndexAndPublish" >> IndexAndPublish(settings)
     for i, letters in enumerate(enriched["dead_letters"]):
         letters | f"PublishDeadLetters[{i}]" >> WriteToKafka(settings.kafka, settings.kafka.topics.dead_letter,
                                                              kind="dead_letters")

@@ -16,6 +16,7 @@ from referencing import Registry, Resource
 
 POST_SCHEMA = "post.v1.schema.json"
 ENRICHED_POST_SCHEMA = "enriched_post.v1.schema.json"
+DELETION_SCHEMA = "deletion.v1.schema.json"
 SCHEMA_VERSION = 1
 
 
@@ -33,7 +34,7 @@ def _registry() -> Registry:
 
 @lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
-    """A compiled validator for POST_SCHEMA or ENRICHED_POST_SCHEMA (built once per process)."""
+    """A compiled validator for POST_SCHEMA, ENRICHED_POST_SCHEMA or DELETION_SCHEMA (built once per process)."""
     schema = load_json(name)
     return Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker())
 
@@ -42,7 +43,7 @@ def validator(name: str) -> Draft202012Validator:
 def _property_names() -> frozenset[str]:
     """Every key the post schemas define: the only keys an error message may name."""
     names: set[str] = set()
-    pending: list[Any] = [load_json(POST_SCHEMA), load_json(ENRICHED_POST_SCHEMA)]
+    pending: list[Any] = [load_json(POST_SCHEMA), load_json(ENRICHED_POST_SCHEMA), load_json(DELETION_SCHEMA)]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):

@@ -12,7 +12,9 @@ Each API serves its fixture items (tests/fixtures/apis/*.json, written in that A
 format) newest first, PAGE items a page, with that API's own pagination: Discourse `before`,
 Mastodon `max_id` in a Link header, Reddit `after`, X `since_id`/`next_token`, Graph `paging.next`,
 YouTube `pageToken`. `publish` makes an API's later items appear, `fail_next` queues error answers,
-and the two streaming endpoints send their fixture events, then close the connection.
+and the two streaming endpoints send their fixture events, then close the connection. Mastodon's status
+context, YouTube's replies (`comments?parentId=`) and X's `includes` (quoted tweets, media) are answered
+from the same fixtures.
 """
 from __future__ import annotations
 
@@ -274,11 +276,22 @@ class _ApiCall:
             events = [b":thump\n", b"event: delete\ndata: 113400000000000001\n\n"] + [
                 b"event: update\ndata: " + json.dumps(s).encode() + b"\n\n" for s in self.apis.fixtures["mastodon"]["streamed"]]
             return self._stream(events)
+        if rest.startswith("api/v1/statuses/") and rest.endswith("/context"):
+            return self._json(self._mastodon_context(rest.split("/")[3]))
         page, following = _page(self.apis.visible["mastodon"], lambda s: s.get("id"), query.get("max_id"))
         path = urlsplit(self.path).path
         link = f'<{self.apis.url}{path}?limit=40&max_id={following}>; rel="next"' if following else ""
         self._json(page, headers={"Link": link, "X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
                                   "X-RateLimit-Reset": "2026-11-05T12:00:00.000Z"})
+
+    def _mastodon_context(self, status_id: str) -> dict[str, list]:
+        """`GET /api/v1/statuses/:id/context`: the chain of parents up to the first status, oldest first."""
+        statuses = {s.get("id"): s for s in self.apis.visible["mastodon"]}
+        ancestors, parent = [], (statuses.get(status_id) or {}).get("in_reply_to_id")
+        while parent and parent in statuses and len(ancestors) < len(statuses):
+            ancestors.insert(0, statuses[parent])
+            parent = statuses[parent].get("in_reply_to_id")
+        return {"ancestors": ancestors, "descendants": []}
 
     def _reddit(self, rest: str, query: dict, body: bytes) -> None:
         if rest == "api/v1/access_token":
@@ -308,6 +321,7 @@ class _ApiCall:
                 tags = [{"id": r["id"], "tag": r["tag"]} for r in self.apis.rules]
                 lines.append(json.dumps({"data": tweet, "includes": {"users": [users[tweet["author_id"]]]},
                                          "matching_rules": tags}).encode() + b"\r\n")
+            lines += [json.dumps(event).encode() + b"\r\n" for event in self.apis.fixtures["x"].get("stream_compliance", [])]
             return self._stream(lines)
         since = int(query.get("since_id") or 0)
         newer = [t for t in self.apis.visible["x"] if int(t["id"]) > since]
@@ -321,8 +335,18 @@ class _ApiCall:
         if page:
             answer["data"] = page
             answer["includes"] = {"users": [users[a] for a in {t.get("author_id") for t in page} if a in users]}
+            answer["includes"].update(self._x_includes(page))
         self._json(answer, headers={"x-rate-limit-limit": "450", "x-rate-limit-remaining": "449",
                                     "x-rate-limit-reset": "1762336800"})
+
+    def _x_includes(self, page: list) -> dict[str, list]:
+        """The referenced tweets and media of a page (expansions `referenced_tweets.id`, `attachments.media_keys`)."""
+        pool = self.apis.fixtures["x"].get("includes") or {}
+        referenced = {r.get("id") for t in page for r in t.get("referenced_tweets") or []}
+        keys = {k for t in page for k in (t.get("attachments") or {}).get("media_keys") or []}
+        found = {"tweets": [t for t in pool.get("tweets") or [] if t["id"] in referenced],
+                 "media": [m for m in pool.get("media") or [] if m["media_key"] in keys]}
+        return {part: items for part, items in found.items() if items}
 
     def _graph(self, rest: str, query: dict, body: bytes) -> None:
         node, _, edge = rest.partition("/")
@@ -335,6 +359,11 @@ class _ApiCall:
         self._json({"data": page, "paging": paging})
 
     def _youtube(self, rest: str, query: dict, body: bytes) -> None:
+        if rest == "youtube/v3/comments":  # comments.list?parentId=: the replies to one comment
+            replies = (self.apis.fixtures["youtube"].get("replies") or {}).get(query.get("parentId"), [])
+            page, following = _page(replies, lambda c: c.get("id"), query.get("pageToken"))
+            return self._json({"kind": "youtube#commentListResponse", "items": page,
+                               **({"nextPageToken": following} if following else {})})
         page, following = _page(self.apis.visible["youtube"], lambda t: t.get("id"), query.get("pageToken"))
         answer = {"kind": "youtube#commentThreadListResponse", "etag": "x", "items": page,
                   "pageInfo": {"totalResults": len(page), "resultsPerPage": PAGE}}

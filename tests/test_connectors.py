@@ -128,7 +128,7 @@ def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_let
     assert [r for r in handler.requests if r[0] == "blog-rss.xml"][1][1]  # the second poll was conditional
     letters = _since(connect_live, topics.dead_letter, dead_before)
     reasons = sorted(dict(m.headers)["triage.reason"].decode() for m in letters)
-    assert reasons == ["entry has neither id/guid nor link", "entry has no text"]
+    assert reasons == ["entry has neither id/guid nor link"]  # the title-only entry is skipped, not a dead letter
     assert all(dict(m.headers)["triage.origin"].decode().startswith(f"rss:{url}/blog-rss.xml#entry-") for m in letters)
 
     # New items appear: only they are delivered.
@@ -297,7 +297,7 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
             for listing in ("reddit/new", "reddit/comments", "discourse"):
                 apis.publish(listing)
             polls = len(apis.requests)
-            time.sleep(20)  # polls go on while the broker is away; their writes time out
+            time.sleep(12)  # polls go on while the broker is away; their writes time out (after 8 s each)
             assert len(apis.requests) > polls + 2
         finally:
             services.noida_control(connect_live.services, "start", "kafka")

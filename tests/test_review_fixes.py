@@ -143,7 +143,8 @@ def test_connect_help_names_every_source_type(capsys: pytest.CaptureFixture) -> 
     named = re.search(r"\(types: ([^)]*)\)", help_text)
     assert named, help_text
     types = named.group(1).split(", ")
-    assert set(types) == {"rss", "discourse", "mastodon", "reddit", "x", "facebook", "youtube", "webhook", "replay"}
+    assert set(types) == {"rss", "discourse", "mastodon", "reddit", "x", "facebook", "youtube", "khoros", "app_store",
+                          "google_play", "webhook", "replay"}
     from connectors.config import ConnectConfig  # every name listed is one the sources file accepts
     for kind in types:
         with pytest.raises(Exception) as error:

@@ -48,7 +48,7 @@ def test_index_templates_map_every_field_and_keep_raw_text_out_of_the_posts_inde
     private = schemas.index_template("x", "private")["template"]["mappings"]["properties"]
     assert (post_fields | enriched_fields) - set(PRIVATE_POST_FIELDS) <= set(analyst)
     assert not {"text", "title", "url", "metadata"} & set(analyst)
-    assert set(analyst["author"]["properties"]) == {"followers"}
+    assert set(analyst["author"]["properties"]) == {"followers", "is_brand"}  # no identity: not even the role
     assert "spans" not in analyst["pii"]["properties"]
     assert post_fields <= set(private)
     assert analyst["text_redacted"]["fields"]["de"]["analyzer"] == "german"

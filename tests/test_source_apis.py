@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from connectors import config as connect_config
-from connectors.base import Malformed, Source
+from connectors.base import Deletion, Malformed, Source
 from connectors.checkpoint import CheckpointStore
 from connectors.http import HttpClient, SourceUnavailable
 from connectors.run import polling_sources
@@ -66,14 +66,17 @@ class Poller:
         self.source, self.kafka = source, settings.kafka
         self.store = CheckpointStore(str(tmp_path / f"checkpoints-{id(self)}.sqlite"))
         self.sink = ListSink()
+        self.deletions: list[Deletion] = []  # the deletion records delivered, every pass so far
 
     def poll(self, pages: int = 100) -> tuple[list[dict], list[Malformed], int]:
         """One pass (at most `pages` pages): the posts and malformed items it delivered, and how many it skipped."""
         self.sink.clear()
         done = poll(self.source, self.sink, self.kafka, self.store, pages=pages)
-        posts = self.sink.sent.get(self.kafka.topics.raw, [])
+        records = self.sink.sent.get(self.kafka.topics.raw, [])
+        posts = [r for r in records if r.get("kind") != "deletion"]
+        self.deletions += [Deletion(r["id"], r["source"], r["deleted_at"]) for r in records if r.get("kind") == "deletion"]
         letters = self.sink.sent.get(self.kafka.topics.dead_letter, [])
-        assert not [d for d in letters if d.reason.startswith("not a valid Post")], letters  # every post fits the schema
+        assert not [d for d in letters if d.reason.startswith(("not a valid Post", "not a valid deletion"))], letters  # all fit their schema
         assert all(d.reason_code == "malformed_source_item" for d in letters)
         return posts, [Malformed(d.origin, d.reason, d.payload) for d in letters], done.skipped
 
@@ -87,15 +90,16 @@ def _short(post_id: str) -> str:
     return post_id.split(":")[-1].split("/t/")[-1]
 
 
-# api (source index) -> newest page at the first poll; the new items the second poll finds; skipped; malformed reasons
+# api (source index) -> newest page at the first poll; the new items the second poll finds; skipped; malformed reasons;
+# deletions (the source's ids of removed or deleted items it listed)
 CASES = {
-    ("discourse", 0): (["40/2", "40/1", "39/1"], ["42/3", "42/2", "42/1"], 3, ["post has no text"]),
+    ("discourse", 0): (["40/2", "40/1", "39/1"], ["42/3", "42/2", "42/1"], 3, []),
     ("mastodon", 0): (["113400000000000004", "113400000000000003", "113400000000000002"],
                       ["113400000000000011", "113400000000000010", "113400000000000007", "113400000000000006"], 2,
                       ["status has no id"]),
-    ("reddit/new", 0): (["t3_1ab04", "t3_1ab03", "t3_1ab02"], ["t3_1ab11", "t3_1ab09", "t3_1ab07", "t3_1ab06"], 2,
+    ("reddit/new", 0): (["t3_1ab04", "t3_1ab03", "t3_1ab02"], ["t3_1ab11", "t3_1ab09", "t3_1ab07", "t3_1ab06"], 1,
                         ["item is not a post or comment with an id"]),
-    ("reddit/comments", 1): (["t1_9zz04", "t1_9zz03", "t1_9zz02"], ["t1_9zz11", "t1_9zz10", "t1_9zz08", "t1_9zz07"], 1, []),
+    ("reddit/comments", 1): (["t1_9zz04", "t1_9zz03", "t1_9zz02"], ["t1_9zz11", "t1_9zz10", "t1_9zz08", "t1_9zz07"], 0, []),
     ("x", 0): (["1986000000000000004", "1986000000000000003", "1986000000000000002"],
                ["1986000000000000011", "1986000000000000010", "1986000000000000007", "1986000000000000006",
                 "1986000000000000005"], 1, ["tweet has no id or text"]),
@@ -107,6 +111,7 @@ CASES = {
                      ["UgzThread011", "UgzThread011.reply0", "UgzThread010", "UgzThread009", "UgzThread007",
                       "UgzThread005"], 1, ["comment has no id or publishedAt"]),
 }
+DELETED = {"discourse": ["40/3"], "reddit/new": ["t3_1ab10"], "reddit/comments": ["t1_9zz09"]}
 CONFIG = {"reddit/new": "reddit", "reddit/comments": "reddit", "graph": "facebook", "graph/comments": "facebook"}
 
 
@@ -114,6 +119,7 @@ CONFIG = {"reddit/new": "reddit", "reddit/comments": "reddit", "graph": "faceboo
 def test_a_poll_reads_back_exactly_to_where_the_last_one_stopped(apis: FakeApis, make_poller, listing: str,  # type: ignore[no-untyped-def]
                                                                  index: int) -> None:
     first, later, skipped, reasons = CASES[(listing, index)]
+    deleted = DELETED.get(listing, [])
     slept: list[float] = []
     poller = make_poller(build(apis, CONFIG.get(listing, listing), slept)[index])
     posts, bad, _ = poller.poll()
@@ -124,6 +130,7 @@ def test_a_poll_reads_back_exactly_to_where_the_last_one_stopped(apis: FakeApis,
     posts, bad, skipped_now = poller.poll()
     assert [_short(p["id"]) for p in posts] == later
     assert skipped_now >= skipped and sorted(b.reason for b in bad) == reasons
+    assert [_short(d.post_id) for d in poller.deletions] == deleted  # a deletion is reported, not skipped
     assert len(apis.requests) - requests_before >= 3 and slept  # several pages, and the 503 was waited out
     posts, bad, _ = poller.poll()
     assert (posts, bad) == ([], [])  # nothing new: nothing delivered twice
@@ -211,7 +218,8 @@ def test_streams_deliver_pushed_items_and_catch_up_after_a_disconnect(apis: Fake
         if api == "mastodon":
             apis.publish(api, apis.fixtures["mastodon"]["missed_while_disconnected"])
         else:
-            apis.publish(api, [{**apis.fixtures["x"]["streamed"][0], "id": "1986000000000000021"}])
+            apis.publish(api, [{**apis.fixtures["x"]["streamed"][0], "id": "1986000000000000021",
+                                "edit_history_tweet_ids": ["1986000000000000021"]}])
         caught_up = [_short(p["id"]) for p in stream.poll(pages=1)[0]]
         assert caught_up == missed  # published while disconnected: found by the REST catch-up
     assert [r["value"] for r in apis.rules if r["tag"] == "x"] == ["@TelcoHilfe -is:retweet"]  # the rule was replaced

@@ -1,8 +1,10 @@
 """`triage stream` against live servers: delivery, dead letters, crashes, outages.
 
 Runs against both local Kafka-compatible servers (noida-db, and the tansu broker with noida-db for
-Elasticsearch), or once against the servers in TRIAGE_KAFKA_BOOTSTRAP / TRIAGE_ES_URL. Workers are
-real `triage stream` processes. The delivery tests enrich with language and PII only (the guarantees
+Elasticsearch), or once against the servers in TRIAGE_KAFKA_BOOTSTRAP / TRIAGE_ES_URL. Tests whose outcome
+depends on the broker (group membership after kill -9, commits, dead letters with headers) run on both; those
+about the job itself (every step end to end, group status, Elasticsearch outages) on noida-db only, where
+services can also be stopped one by one. Workers are real `triage stream` processes. The delivery tests enrich with language and PII only (the guarantees
 do not depend on the models and the suite stays fast); the end-to-end test runs every step.
 """
 from __future__ import annotations
@@ -28,13 +30,16 @@ from core.config import Settings, load_settings
 from core.documents import doc_key
 from core.provision import setup_all
 from core.kafka_writer import producer
+from pipeline.io.consumer_group import group_status
 
 pytestmark = pytest.mark.integration
 EXTERNAL = bool(os.environ.get("TRIAGE_KAFKA_BOOTSTRAP") or os.environ.get("TRIAGE_ES_URL"))
 LIGHT_STEPS = ["language", "pii"]
+SERVERS = ["external"] if EXTERNAL else ["noida", "tansu"]
+one_server = pytest.mark.parametrize("kafka_server", SERVERS[:1], indirect=True)  # the job, not the broker, under test
 
 
-@pytest.fixture(scope="module", params=["external"] if EXTERNAL else ["noida", "tansu"])
+@pytest.fixture(scope="module", params=SERVERS)
 def kafka_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Services for this module: their own processes and ports, so outages here touch no other test."""
     if request.param == "external":
@@ -170,6 +175,7 @@ def harness_factory(kafka_server: dict, tmp_path: Path) -> Iterator[Callable[...
         harness.close()
 
 
+@one_server
 def test_posts_are_enriched_into_the_index_and_the_enriched_topic(harness_factory) -> None:
     h = harness_factory(steps=None)  # every configured step, models included
     worker = h.start_worker()
@@ -185,7 +191,7 @@ def test_posts_are_enriched_into_the_index_and_the_enriched_topic(harness_factor
     assert worker.returncode == 0
 
 
-def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harness_factory) -> None:
+def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harness_factory, kafka_server: dict) -> None:
     h = harness_factory()
     h.start_worker()
     poison = [(None, b"\x00\xff garbage bytes"), ("p:schema", b'{"id": "p:schema", "source": "twitter"}'),
@@ -202,12 +208,20 @@ def test_poison_messages_go_to_dead_letters_and_neighbours_are_unaffected(harnes
     for message in letters:
         assert dict(message.headers)["triage.origin"].decode().startswith(f"kafka:{h.settings.kafka.topics.raw}/")
     assert sorted(h.indexed_ids()) == sorted(key for key, _ in good)
+    # The group's status as `triage stream --status` reads it: every offset committed, poison records included.
+    status = lambda: group_status(h.settings.kafka, h.settings.stream.group_id, [h.settings.kafka.topics.raw])
+    wait_until(lambda: status().lag == 0, 30, "every offset committed")
+    described = status()
+    if kafka_server["name"] == "tansu":  # kafka-python cannot parse tansu's group description: lag only
+        assert "could not be read" in (described.note or "") and described.members == []
+    elif kafka_server["name"] == "noida":
+        assert len(described.members) == 1 and all(p.owner for p in described.partitions)
     assert h.stop_all() == [0]
 
 
 def test_kill_9_at_random_moments_loses_nothing_and_indexes_once(harness_factory) -> None:
     h = harness_factory()
-    posts = _posts(5000, "crash")
+    posts = _posts(3000, "crash")
     producing = threading.Thread(target=lambda: [h.produce(posts[i:i + 250]) or time.sleep(0.5)
                                                  for i in range(0, len(posts), 250)])
     worker = h.start_worker()
@@ -219,9 +233,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_indexes_once(harness_factory
         worker.wait()
         worker = h.start_worker()
     producing.join()
-    h.wait_for_count(5000, 240, "5000 posts in the index")
+    h.wait_for_count(3000, 240, "3000 posts in the index")
     ids = h.indexed_ids()
-    assert len(ids) == len(set(ids)) == 5000
+    assert len(ids) == len(set(ids)) == 3000
     assert h.consume(h.settings.kafka.topics.dead_letter, 1, timeout_ms=3000) == []
     assert h.stop_all()[-1] == 0
 
@@ -248,24 +262,25 @@ def _seconds(start: dict, end: dict) -> float:
 def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_15_s(harness_factory) -> None:
     """On noida-db a kill -9 once left the group rebalancing for good: the replacement got nothing."""
     h = harness_factory()
-    posts = _posts(600, "replace")
+    posts = _posts(300, "replace")
     worker = h.start_worker()
-    h.produce(posts[:300])
-    h.wait_for_count(300, 120, "the first 300 posts")
+    h.produce(posts[:150])
+    h.wait_for_count(150, 120, "the first 150 posts")
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    h.produce(posts[300:])
+    h.produce(posts[150:])
     h.start_worker()  # what a supervisor does: same host, same worker index, same instance id
-    h.wait_for_count(600, 120, "all 600 posts after the replacement started")
+    h.wait_for_count(300, 120, "all 300 posts after the replacement started")
     events = _log_events(h.logs / "worker-1.log")
     waited = _seconds(_first(events, "stream started"), _first(events, "partitions assigned"))
     assert waited < 15, f"the replacement waited {waited:.1f} s for its partitions"
-    assert len(set(h.indexed_ids())) == 600
+    assert len(set(h.indexed_ids())) == 300
     assert h.stop_all()[-1] == 0
 
 
-def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_factory, kafka_server: dict) -> None:
-    from cli.main import main
+@one_server
+def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_factory) -> None:
+    """Only noida-db keeps a killed member for good, which is what leaves a worker unassigned."""
     h = harness_factory()
     first = h.start_worker("--instance-id", "first")
     h.produce(_posts(50, "status"))
@@ -275,14 +290,12 @@ def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_
                          timeout=60)
     status = json.loads(out.stdout)
     assert status["group"] == h.settings.stream.group_id and status["lag"] == 0 and status["partitions"]
-    if kafka_server["name"] == "tansu":  # kafka-python cannot parse tansu's group description: lag only
-        assert "could not be read" in status["note"] and status["members"] == []
-    else:
+    if not EXTERNAL:
         assert [m["instance_id"] for m in status["members"]] == ["first"]
         assert {p["owner"] for p in status["partitions"]} == {"first"}
-    if kafka_server["name"] != "noida":
+    else:  # an external Kafka may not keep a killed member: what follows is noida-db's behaviour
         assert h.stop_all() == [0]
-        return  # only noida-db keeps a killed member for good, which is what leaves a worker unassigned
+        return
     first.send_signal(signal.SIGKILL)
     first.wait()
     h.produce(_posts(30, "behind"))
@@ -299,25 +312,6 @@ def test_an_unassigned_worker_with_lag_warns_and_status_shows_the_group(harness_
     h.start_worker("--instance-id", "first")  # the dead worker's own id comes back: the group recovers
     h.wait_for_count(80, 120, "the 30 posts that waited")
     assert h.stop_all()[-1] == 0
-
-
-def test_elasticsearch_down_for_20_seconds_loses_nothing(harness_factory, kafka_server: dict) -> None:
-    if kafka_server["name"] == "external":
-        pytest.skip("cannot stop an external Elasticsearch")
-    h = harness_factory()
-    h.start_worker()
-    posts = _posts(1000, "outage")
-    h.produce(posts[:300])
-    h.wait_for_count(300, 90, "the first 300 posts")
-    services.noida_control(kafka_server["services"], "stop", "elasticsearch")
-    try:
-        h.produce(posts[300:])
-        time.sleep(20)
-    finally:
-        services.noida_control(kafka_server["services"], "start", "elasticsearch")
-    h.wait_for_count(1000, 180, "the backlog to drain after the outage")
-    assert len(set(h.indexed_ids())) == 1000
-    assert h.stop_all() == [0]
 
 
 def test_broker_restart_resumes_from_committed_offsets(harness_factory, kafka_server: dict) -> None:

@@ -1,11 +1,14 @@
-"""Bulk indexing of enriched posts with deterministic ids, bounded retries and per-document rejections.
+"""Bulk indexing of enriched posts and deletions with deterministic ids, bounded retries and per-document rejections.
 
 Each post becomes two documents (core/documents.py): a redacted one in the posts write alias and
 a raw one in the private index. Both use a hash of the post id as _id (documents.doc_key), so a re-run
 or a redelivery overwrites instead of duplicating. Each write replaces the whole document except the
 agents' fields (`agent.*`, `agent_notes`), which survive a redelivery or a reprocess: a post id sent
 twice ends as exactly its last version (a partial update would have kept the first version's title,
-author or url), and a new post starts as status 'new'.
+author or url), and a new post starts as status 'new'. An edit is such a new version.
+A deletion (core.records.Deletion) is a partial update of both documents (documents.deletion_updates)
+that never upserts: a deletion of a post that is not indexed (yet) creates nothing, and its
+document_missing answer (404) counts as done, not as a rejection.
 Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
 documents that failed; any other per-document error is a rejection returned to the caller with a
 reason that names the field and the error type but never the value.
@@ -22,8 +25,9 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
 from core.config import ElasticsearchSettings
-from core.documents import (ANALYST_AGENT_FIELDS, NEW_POST_AGENT_FIELDS, PRIVATE_AGENT_FIELDS,
-                                analyst_document, doc_key, private_document)
+from core.documents import (ANALYST_AGENT_FIELDS, NEW_POST_AGENT_FIELDS, PRIVATE_AGENT_FIELDS, PartialUpdate,
+                            analyst_document, deletion_updates, doc_key, private_document)
+from core.records import Deletion
 from core.redact import redact_url
 from core.retry import backoff_delays
 
@@ -33,6 +37,9 @@ _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _REPLACE_KEEPING = ("Map kept = new HashMap(); for (String f : params.keep) { if (ctx._source.containsKey(f)) "
                     "{ kept.put(f, ctx._source.get(f)); } } ctx._source.clear(); ctx._source.putAll(params.doc); "
                     "ctx._source.putAll(kept);")
+# Change a document in place: set params.set, remove params.remove.
+_SET_AND_REMOVE = "ctx._source.putAll(params.set); for (String f : params.remove) { ctx._source.remove(f); }"
+_DONE = {"status": 200}
 
 
 def _replace(index: str, key: str, doc: dict[str, Any], keep: tuple[str, ...], upsert: dict[str, Any]) -> list[str]:
@@ -42,8 +49,22 @@ def _replace(index: str, key: str, doc: dict[str, Any], keep: tuple[str, ...], u
                         "upsert": upsert}, ensure_ascii=False)]
 
 
+def _update(index: str, key: str, update: PartialUpdate) -> list[str]:
+    """The two bulk lines that change an existing document; without an upsert, a missing one stays missing."""
+    return [json.dumps({"update": {"_index": index, "_id": key}}),
+            json.dumps({"script": {"source": _SET_AND_REMOVE,
+                                   "params": {"set": update.set, "remove": list(update.remove)}}})]
+
+
+def _missing(result: dict[str, Any]) -> bool:
+    return result["status"] == 404 and result.get("error", {}).get("type") == "document_missing_exception"
+
+
+Item = dict[str, Any] | Deletion  # what the writer writes: an enriched post or a deletion
+
+
 class Rejection(NamedTuple):
-    post: dict[str, Any]
+    post: Item
     reason: str
 
 
@@ -74,19 +95,27 @@ class ElasticsearchBulkWriter:
         self.index = index or cfg.write_alias
         self.wait = wait or _sleep
 
-    def _bulk(self, posts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One result per post: the worse of its two documents' results."""
-        operations: list[str] = []
-        for post in posts:
-            key, doc, private = doc_key(post["id"]), analyst_document(post), private_document(post)
-            operations += _replace(self.index, key, doc, ANALYST_AGENT_FIELDS, {**doc, "agent": NEW_POST_AGENT_FIELDS})
-            operations += _replace(self.cfg.private_index, key, private, PRIVATE_AGENT_FIELDS, private)
-        response = self.es.bulk(operations="\n".join(operations) + "\n")
-        results = [next(iter(item.values())) for item in response["items"]]
-        return [max(pair, key=lambda r: r["status"]) for pair in zip(results[::2], results[1::2])]
+    def _operations(self, item: Item) -> list[str]:
+        """Four bulk lines: the item's analysts' document, then its private one."""
+        if isinstance(item, Deletion):
+            key = doc_key(item.post_id)
+            analyst, private = deletion_updates(item)
+            return _update(self.index, key, analyst) + _update(self.cfg.private_index, key, private)
+        key, doc, private_doc = doc_key(item["id"]), analyst_document(item), private_document(item)
+        return (_replace(self.index, key, doc, ANALYST_AGENT_FIELDS, {**doc, "agent": NEW_POST_AGENT_FIELDS})
+                + _replace(self.cfg.private_index, key, private_doc, PRIVATE_AGENT_FIELDS, private_doc))
 
-    def write(self, posts: Sequence[dict[str, Any]]) -> list[Rejection]:
-        """Index posts; return the rejected ones. Raises IndexUnavailable when retries run out."""
+    def _bulk(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        """One result per item: the worse of its two documents' results (a deletion's missing document is done)."""
+        operations = [line for item in items for line in self._operations(item)]
+        response = self.es.bulk(operations="\n".join(operations) + "\n")
+        results = [next(iter(entry.values())) for entry in response["items"]]
+        pairs = zip(items, results[::2], results[1::2])
+        return [max((_DONE if isinstance(item, Deletion) and _missing(r) else r for r in (first, second)),
+                    key=lambda r: r["status"]) for item, first, second in pairs]
+
+    def write(self, posts: Sequence[Item]) -> list[Rejection]:
+        """Index posts and apply deletions; return the rejected ones. Raises IndexUnavailable when retries run out."""
         pending, rejected = list(posts), []
         delays = backoff_delays(self.cfg.max_retries, self.cfg.retry_backoff_s)
         while pending:

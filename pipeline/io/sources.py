@@ -112,6 +112,10 @@ class ScanIndex(beam.DoFn):
                         # Without the raw post there is nothing to re-enrich; reprocessing copies the old document.
                         Metrics.counter(SUMMARY_NAMESPACE, "raw_post_missing").inc()
                         continue
+                    if doc["_source"].get("deleted_at"):
+                        # Its author deleted it and its raw text is gone: likewise copied as it is, still marked.
+                        Metrics.counter(SUMMARY_NAMESPACE, "deleted_post_kept").inc()
+                        continue
                     post = {k: v for k, v in doc["_source"].items() if k in POST_FIELDS}
                     yield RawRecord(post_payload(post), f"es:{self.index}/{doc['_id']}")
         finally:

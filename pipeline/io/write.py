@@ -23,11 +23,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from core.clients import elasticsearch_client
 from core.config import ElasticsearchSettings, KafkaSettings
 from core.kafka_writer import KafkaWriter
-from core.records import DeadLetter, RawRecord, dead_letter, post_payload
+from core.records import DeadLetter, Deletion, RawRecord, dead_letter, post_payload
 from core.redact import redact_text
 from core.retry import backoff_delays
 from pipeline import observability
-from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable, Rejection
+from pipeline.io.elasticsearch import ElasticsearchBulkWriter, IndexUnavailable, Item, Rejection
 
 log = logging.getLogger(__name__)
 REJECTED_TAG = "rejected"
@@ -56,8 +56,15 @@ class _Buffer:
         return len(self.items)
 
 
+def _as_record(item: Item) -> RawRecord:
+    """What a rejected post or deletion is kept as in its dead letter: its record, replayable as it is."""
+    if isinstance(item, Deletion):
+        return RawRecord(item.payload(), f"deletion:{item.post_id}")
+    return RawRecord(post_payload(item), f"post:{item['id']}")
+
+
 class _IndexPosts(beam.DoFn):
-    """Bulk-indexes posts per bundle; outputs the acknowledged posts and, tagged, the rejected ones."""
+    """Bulk-indexes posts and deletions per bundle; outputs the acknowledged ones and, tagged, the rejected ones."""
 
     def __init__(self, cfg: ElasticsearchSettings, index: Optional[str], flush_every: int,
                  wait: Callable[[float], None], max_outage_s: float) -> None:
@@ -71,9 +78,9 @@ class _IndexPosts(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffer = _Buffer()
 
-    def process(self, post: dict[str, Any], timestamp: Any = beam.DoFn.TimestampParam,
+    def process(self, item: Item, timestamp: Any = beam.DoFn.TimestampParam,
                 window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
-        self._buffer.add(post, timestamp, window)
+        self._buffer.add(item, timestamp, window)
         if len(self._buffer) >= self.flush_every:
             yield from self._flush()
 
@@ -84,23 +91,22 @@ class _IndexPosts(beam.DoFn):
         items = self._buffer.take()
         if not items:
             return
-        posts = [post for post, _, _ in items]
-        rejected = self._write_patiently(posts)
+        batch = [item for item, _, _ in items]
+        rejected = self._write_patiently(batch)
         acked_ms = time.time() * 1000
-        observability.BATCH_SIZE.observe(len(posts))
-        reasons = {r.post["id"]: r.reason for r in rejected}
-        observability.POSTS_INDEXED.inc(len(posts) - len(rejected))
-        for post, timestamp, window in items:
-            if post["id"] in reasons:
-                record = RawRecord(post_payload(post), f"post:{post['id']}")
-                letter = dead_letter("index_rejected", reasons[post["id"]], record)
+        observability.BATCH_SIZE.observe(len(batch))
+        reasons = {id(r.post): r.reason for r in rejected}  # by identity: one id can come twice in a batch
+        observability.POSTS_INDEXED.inc(sum(1 for item in batch if isinstance(item, dict) and id(item) not in reasons))
+        for item, timestamp, window in items:
+            if id(item) in reasons:
+                letter = dead_letter("index_rejected", reasons[id(item)], _as_record(item))
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, WindowedValue(letter, timestamp, (window,)))
                 continue
-            if post.get("_produced_ms"):
-                observability.END_TO_END_SECONDS.observe(max(0.0, acked_ms - post["_produced_ms"]) / 1000)
-            yield WindowedValue(post, timestamp, (window,))
+            if isinstance(item, dict) and item.get("_produced_ms"):
+                observability.END_TO_END_SECONDS.observe(max(0.0, acked_ms - item["_produced_ms"]) / 1000)
+            yield WindowedValue(item, timestamp, (window,))
 
-    def _write_patiently(self, posts: list[dict[str, Any]]) -> list[Rejection]:
+    def _write_patiently(self, posts: list[Item]) -> list[Rejection]:
         """The writer's own bounded retries, then, while Elasticsearch stays unavailable, more rounds
         through `wait` until max_outage_s has passed; then IndexUnavailable fails the bundle."""
         started = time.monotonic()
@@ -123,11 +129,11 @@ class _IndexPosts(beam.DoFn):
 
 
 class WriteToElasticsearch(beam.PTransform):
-    """Enriched posts -> Elasticsearch (their two documents each, see pipeline/io/elasticsearch.py).
+    """Enriched posts and deletions -> Elasticsearch (their two documents each, see pipeline/io/elasticsearch.py).
 
-    Returns a DoOutputsTuple: the main output (also `written`) holds the posts Elasticsearch
+    Returns a DoOutputsTuple: the main output (also `written`) holds the posts and deletions Elasticsearch
     acknowledged, `rejected` the dead letters (reason code index_rejected, the writer's reason) of the
-    posts it refused. `wait` is called between retries; after the writer's own retries run out the
+    ones it refused. `wait` is called between retries; after the writer's own retries run out the
     write keeps trying, through `wait`, until `max_outage_s` has passed (0: give up at once).
     """
 
