@@ -23,6 +23,9 @@ def format_batch_summary(summary: Summary) -> str:
     if summary.count("duplicate_ids"):
         lines.append(f"  duplicate post ids: {summary.count('duplicate_ids')} extra versions "
                      "(each id is stored once, as one whole version)")
+    if summary.count("deletions"):
+        lines.append(f"  deletions: {summary.count('deletions')} posts deleted at their source "
+                     + ("marked in the index" if summary.output.kind == "es" else "(only an index applies them)"))
     lines += _table("by source", summary.breakdown("source"))
     lines += _table("by language", summary.breakdown("language"))
     lines += _table("personal data by type", summary.breakdown("pii"))

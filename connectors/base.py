@@ -125,7 +125,7 @@ def dedup_key(item: Union[Post, Malformed, Deletion]) -> str:
     return f"{item['id']}@{item['edited_at']}" if item.get("edited_at") else str(item["id"])
 
 
-def _clean_url(name: str, post: Post) -> tuple[Post, bool]:
+def post_with_clean_url(name: str, post: Post) -> tuple[Post, bool]:
     """The post with its URL as a valid URI, or with none when it is unusable (True): a link never costs a post."""
     if post.get("url") is None:
         return post, False
@@ -170,7 +170,7 @@ def deliver(name: str, page: Page, store: CheckpointStore, writer: PostSink, kaf
     prepared: list[Union[Post, Malformed, Deletion]] = []
     for item in page.items:
         if isinstance(item, dict):
-            item, dropped = _clean_url(name, _mark_brand(item, brands))
+            item, dropped = post_with_clean_url(name, _mark_brand(item, brands))
             result.urls_dropped += dropped
         prepared.append(_check(item))
     keyed = {dedup_key(item): item for item in prepared}  # a page may repeat an item

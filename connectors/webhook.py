@@ -46,6 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Union
 
 import schemas
+from connectors.base import post_with_clean_url
 from core import safe_json
 from core.config import KafkaSettings
 from core.kafka_writer import KafkaWriter
@@ -354,6 +355,7 @@ class WebhookReceiver:
         except safe_json.JsonInputError as exc:
             return 400, {"error": f"body is not JSON we accept: {exc}"}
         posts = payload if isinstance(payload, list) else [payload]
+        posts = [post_with_clean_url("webhook", p)[0] if isinstance(p, dict) else p for p in posts]  # a link never costs a post
         problems = {i: schemas.first_error(schemas.POST_SCHEMA, p) for i, p in enumerate(posts)}
         problems = {i: e for i, e in problems.items() if e}
         if problems:

@@ -58,7 +58,8 @@ class IndexAndPublish(beam.PTransform):
     Elasticsearch is unavailable the write waits through the Kafka source (keep_membership: partitions
     paused, polls go on, the worker stays in its group) for up to stream.max_outage_s, then fails the
     worker, which restarts from the committed offsets. Input: (posts, deletions), kept apart because a
-    Flatten would unfuse the graph; so the two writes of one bundle are not ordered against each other.
+    Flatten would unfuse the graph; so the two writes of one bundle are not ordered against each other, which
+    does not matter: a post written after its deletion leaves the deleted document as it is (io/elasticsearch.py).
     """
 
     def __init__(self, settings: Settings) -> None:

@@ -177,7 +177,8 @@ def _get(es, index: str, post_id: str) -> Optional[dict[str, Any]]:  # type: ign
 
 @pytest.mark.integration
 def test_a_batch_run_applies_an_edit_and_deletions_to_the_index(live: Settings, es, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
     from apps import desk
     monkeypatch.setenv("TRIAGE_ENRICHMENT__STEPS", "[language, pii]")  # no model to load: regexes and langid
     cfg = live.elasticsearch
@@ -201,6 +202,7 @@ def test_a_batch_run_applies_an_edit_and_deletions_to_the_index(live: Settings, 
     assert main(["batch", "--input", str(_jsonl(tmp_path / "second.jsonl", second)), "--output", "es",
                  "--summary-json", str(tmp_path / "summary.json")]) == 0
     es.indices.refresh(index=f"{cfg.read_alias},{cfg.private_index}")
+    assert "deletions: 3 posts deleted at their source marked in the index" in capsys.readouterr().out
     counters = json.loads((tmp_path / "summary.json").read_text())["counters"]
     assert counters["deletions"] == 3 and counters.get("dead_letters", 0) == 0
 
@@ -225,3 +227,10 @@ def test_a_batch_run_applies_an_edit_and_deletions_to_the_index(live: Settings, 
 
     queue_ids = {post["id"] for post in desk.queue(es, cfg, size=500)["posts"]}
     assert edit["id"] in queue_ids and not {"forum:deleted", "forum:late"} & queue_ids
+
+    # A replay of the deleted post (or the post landing after its deletion in one stream bundle) does not revive it.
+    assert main(["batch", "--input", str(_jsonl(tmp_path / "replay.jsonl", [deleted])), "--output", "es"]) == 0
+    es.indices.refresh(index=f"{cfg.read_alias},{cfg.private_index}")
+    private = _get(es, cfg.private_index, "forum:deleted")
+    assert private["deleted_at"] == "2026-11-04T08:00:00Z" and "text" not in private and SECRET not in json.dumps(private)
+    assert "text_redacted" not in _get(es, cfg.read_alias, "forum:deleted")

@@ -415,3 +415,15 @@ def test_fuzzed_raw_requests_over_the_socket_always_get_a_2xx_or_4xx_json_answer
             statuses.append(status)
     assert time.monotonic() - started < 10
     assert {400, 401, 411}.issubset(statuses)
+
+
+def test_a_permalink_with_non_ascii_letters_is_encoded_and_a_garbage_one_dropped_not_the_post(
+        settings: Settings) -> None:
+    posts = [{"id": "forum:1", "source": "forum", "text": "Kündigung geht nicht",
+              "url": "https://forum.example/t/kündigung_bei_xyz/1"},
+             {"id": "forum:2", "source": "forum", "text": "Hallo?", "url": "javascript:alert(1)"}]
+    body = json.dumps(posts).encode()
+    with running(settings) as (receiver, writer):
+        assert exchange(receiver.port, request_bytes(body, signed(body)))[:2] == (202, {"accepted": 2})
+    assert [(p["id"], p["url"]) for p in writer.posts] == [
+        ("forum:1", "https://forum.example/t/k%C3%BCndigung_bei_xyz/1"), ("forum:2", None)]

@@ -8,7 +8,8 @@ twice ends as exactly its last version (a partial update would have kept the fir
 author or url), and a new post starts as status 'new'. An edit is such a new version.
 A deletion (core.records.Deletion) is a partial update of both documents (documents.deletion_updates)
 that never upserts: a deletion of a post that is not indexed (yet) creates nothing, and its
-document_missing answer (404) counts as done, not as a rejection.
+document_missing answer (404) counts as done, not as a rejection. Once applied it holds: a later write of the
+same post (a redelivery, a replay, the post and its deletion in one stream bundle) is a no-op.
 Throttling (429) and server errors (5xx) are retried with backoff, the whole request or just the
 documents that failed; any other per-document error is a rejection returned to the caller with a
 reason that names the field and the error type but never the value.
@@ -33,10 +34,12 @@ from core.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-# Replace the document, keeping the fields named in params.keep (the agents' own) as they are.
-_REPLACE_KEEPING = ("Map kept = new HashMap(); for (String f : params.keep) { if (ctx._source.containsKey(f)) "
+# Replace the document, keeping the fields named in params.keep (the agents' own) as they are. A deleted post stays
+# deleted: a redelivery, a replay or a post written after its deletion in the same stream bundle changes nothing.
+_REPLACE_KEEPING = ("if (ctx._source.containsKey('deleted_at') && ctx._source.deleted_at != null) { ctx.op = 'noop'; } "
+                    "else { Map kept = new HashMap(); for (String f : params.keep) { if (ctx._source.containsKey(f)) "
                     "{ kept.put(f, ctx._source.get(f)); } } ctx._source.clear(); ctx._source.putAll(params.doc); "
-                    "ctx._source.putAll(kept);")
+                    "ctx._source.putAll(kept); }")
 # Change a document in place: set params.set, remove params.remove.
 _SET_AND_REMOVE = "ctx._source.putAll(params.set); for (String f : params.remove) { ctx._source.remove(f); }"
 _DONE = {"status": 200}
