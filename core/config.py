@@ -88,6 +88,15 @@ class ElasticsearchSettings(_Section):
         """Raw posts and personal-data spans, for agents only (core/documents.py)."""
         return f"{self.index_prefix}-private"
 
+    @property
+    def cases_read_alias(self) -> str:
+        """Conversations (cases): one document per case, no raw text (triage/cases.py)."""
+        return f"{self.index_prefix}-cases"
+
+    @property
+    def cases_write_alias(self) -> str:
+        return f"{self.index_prefix}-cases-write"
+
 
 class EnrichmentSettings(_Section):
     steps: list[str] = Field(min_length=1)
