@@ -133,7 +133,7 @@ def test_feeds_reach_kafka_once_across_restarts_and_malformed_items_are_dead_let
 
     # New items appear: only they are delivered.
     feed = (FEEDS / "blog-rss.xml").read_text(encoding="utf-8")
-    handler.extra["blog-rss.xml"] = feed.replace("<item>", "<item><title>Neu</title><guid>blog-c-200</guid>"
+    handler.extra["blog-rss.xml"] = feed.replace("<item>", "<item><title>Neu</title><guid isPermaLink=\"false\">blog-c-200</guid>"
                                                  "<description>Danke für die schnelle Hilfe!</description></item><item>",
                                                  1).encode()
     before_new = _offsets(connect_live, topics.raw)
@@ -227,8 +227,13 @@ EXPECTED_LATER = {"reddit:t3_1ab11", "reddit:t3_1ab09", "reddit:t3_1ab07", "redd
                   "reddit:t1_9zz10", "reddit:t1_9zz08", "reddit:t1_9zz07", "/t/42/3", "/t/42/2", "/t/42/1"}
 
 
-def _ids(records: list) -> list[str]:
-    return [key if key.startswith("reddit:") else key[key.index("/t/"):] for key in (m.key.decode() for m in records)]
+DELETED = {"reddit:t3_1ab10", "reddit:t1_9zz09", "/t/40/3"}  # removed at the source: deletion records, not posts
+
+
+def _ids(records: list, kind: str = "post") -> list[str]:
+    """The short ids of the posts (or, with kind="deletion", of the deletion records) among `records`."""
+    keys = [m.key.decode() for m in records if (json.loads(m.value).get("kind") == "deletion") == (kind == "deletion")]
+    return [key if key.startswith("reddit:") else key[key.index("/t/"):] for key in keys]
 
 
 @pytest.fixture
@@ -265,8 +270,9 @@ def test_a_connector_killed_mid_round_resumes_without_gaps_or_duplicates(
     apis.hold = None
     apis.release.set()
     assert main(["connect", "--sources", str(sources), "--once"]) == 0  # the restart
-    ids = _ids(_since(connect_live, connect_live.kafka.topics.raw, before))
-    assert sorted(ids) == sorted(EXPECTED_FIRST | EXPECTED_LATER)  # every post, each once
+    records = _since(connect_live, connect_live.kafka.topics.raw, before)
+    assert sorted(_ids(records)) == sorted(EXPECTED_FIRST | EXPECTED_LATER)  # every post, each once
+    assert sorted(_ids(records, "deletion")) == sorted(DELETED)  # every deletion, each once
 
 
 @pytest.mark.integration

@@ -176,12 +176,17 @@ def _get(es, index: str, post_id: str) -> Optional[dict[str, Any]]:  # type: ign
 
 
 @pytest.mark.integration
-def test_a_batch_run_applies_an_edit_and_deletions_to_the_index(live: Settings, es, tmp_path: Path,
+def test_a_batch_run_applies_an_edit_and_deletions_to_the_index(live: Settings, es, tmp_path: Path, run_id: str,
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture) -> None:
-    from apps import desk
+    from conftest import own_names
     monkeypatch.setenv("TRIAGE_ENRICHMENT__STEPS", "[language, pii]")  # no model to load: regexes and langid
-    cfg = live.elasticsearch
+    with own_names({"TRIAGE_ES_INDEX_PREFIX": f"test-{run_id}-deletions"}, kafka=False) as own:  # counts elsewhere stay
+        _edit_and_deletions(own.elasticsearch, es, tmp_path, capsys)
+
+
+def _edit_and_deletions(cfg, es, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from apps import desk
     author = {"id": "u-17", "handle": "maxm", "name": "Max Mustermann", "followers": 3, "is_brand": False,
               "role": None}
     edited = {"id": "forum:edited", "source": "forum", "author": author, "created_at": "2026-11-03T09:00:00Z",
