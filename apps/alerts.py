@@ -1,9 +1,13 @@
-"""`triage alerts`: spot spikes and tell the team in Slack or Teams.
+"""`triage alerts`: spot spikes and overdue urgent cases, and tell the team in Slack or Teams.
 
 Two signals, each compared with the same hour of the previous days (social traffic has a strong
-daily rhythm, so "more than usual at this hour" is the honest baseline):
+daily rhythm, so "more than usual at this hour" is the honest baseline), counted over customers'
+posts only (the brand's own replies are not traffic):
 - volume of a topic in the last hour against its mean in the baseline hours;
 - share of negative posts in the last hour against the baseline share.
+And, with `--overdue P1`, open cases of those priorities past their due time (the cases index): the
+ones a team lead must hear about before the customer escalates. Each case is sent once per due time
+(a re-opened case that goes overdue again is news again), by one `Watch` that remembers what it sent.
 A message goes to an incoming-webhook URL as `{"text": ...}`, which Slack and Teams both accept.
 """
 from __future__ import annotations
@@ -19,24 +23,32 @@ from typing import Any, Optional
 
 from elasticsearch import Elasticsearch
 
+from apps.query import BRAND_POSTS
+from apps.service_level import OPEN, duration_text
 from core.config import AlertSettings
 from core.terminal import printable
 from core.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
+MAX_OVERDUE = 100  # cases per check, most recently overdue first: a backlog is one message, not a flood
 
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # topic_volume | negative_share
-    key: str  # the topic, or 'all'
-    hour: str  # start of the hour looked at, UTC
-    observed: float
+    kind: str  # topic_volume | negative_share | overdue_case
+    key: str  # the topic, 'all', or the case id
+    hour: str  # start of the hour looked at, UTC; for a case its due time
+    observed: float  # for a case: minutes past due
     baseline: float
-    posts: int
+    posts: int  # for a case: its customer posts
+    queue: Optional[str] = None  # cases only
+    priority: Optional[str] = None  # cases only
 
     def message(self) -> str:
-        """For people (the terminal, the chat message): the topic name is shown through printable()."""
+        """For people (the terminal, the chat message): names from the data are shown through printable()."""
+        if self.kind == "overdue_case":
+            return (f"Overdue {printable(self.priority)} case {printable(self.key)} in queue '{printable(self.queue)}': "
+                    f"due {self.hour}, {duration_text(self.observed * 60)} ago ({self.posts} customer post(s) in the case)")
         if self.kind == "topic_volume":
             return (f"Spike in topic '{printable(self.key)}': {int(self.observed)} posts in the hour from {self.hour} "
                     f"(usually {self.baseline:.1f} at this hour)")
@@ -53,7 +65,7 @@ def detect(es: Elasticsearch, index: str, cfg: AlertSettings, now: Optional[date
     now = now or datetime.now(timezone.utc)
     windows = {"current": _window(now)}
     windows.update({f"day-{d}": _window(now - timedelta(days=d)) for d in range(1, cfg.baseline_days + 1)})
-    response = es.search(index=index, size=0, aggs={"w": {"filters": {"filters": windows}, "aggs": {
+    response = es.search(index=index, size=0, query={"bool": {"must_not": [BRAND_POSTS]}}, aggs={"w": {"filters": {"filters": windows}, "aggs": {
         "topic": {"terms": {"field": "topic.label", "size": 100}},
         "negative": {"filter": {"term": {"sentiment.label": "negative"}}}}}})
     buckets = response["aggregations"]["w"]["buckets"]
@@ -88,20 +100,58 @@ def post_to_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> N
         raise ValueError("the alerts webhook URL is not a valid http(s) URL") from None
 
 
-def run(es: Elasticsearch, index: str, cfg: AlertSettings, every_s: Optional[float] = None,
-        now: Optional[datetime] = None) -> int:
-    """Check once (or every `every_s` seconds until interrupted); each alert is sent once per hour."""
-    sent: set[tuple[str, str, str]] = set()
-    while True:
-        alerts = [a for a in detect(es, index, cfg, now) if (a.kind, a.key, a.hour) not in sent]
+def overdue_cases(es: Elasticsearch, cases_index: str, priorities: list[str],
+                  now: Optional[datetime] = None) -> list[Alert]:
+    """Open cases of these priorities past their due time, the most recently overdue first."""
+    now = now or datetime.now(timezone.utc)
+    response = es.search(index=cases_index, size=MAX_OVERDUE, sort=[{"due_at": {"order": "desc"}}],
+                         source=["case_id", "queue", "priority", "due_at", "customer_posts"],
+                         query={"bool": {"filter": [OPEN, {"terms": {"priority": priorities}},
+                                                    {"range": {"due_at": {"lt": utc_iso(now)}}}]}})
+    alerts = []
+    for hit in response["hits"]["hits"]:
+        case = hit["_source"]
+        due = datetime.fromisoformat(case["due_at"].replace("Z", "+00:00"))
+        alerts.append(Alert("overdue_case", case.get("case_id") or hit["_id"], case["due_at"],
+                            round((now - due).total_seconds() / 60, 1), 0.0, int(case.get("customer_posts") or 0),
+                            queue=case.get("queue"), priority=case.get("priority")))
+    return alerts
+
+
+class Watch:
+    """One alerting process: checks, prints and sends what is new, and remembers it, so a spike is sent once per
+    hour and an overdue case once per due time however often the check runs."""
+
+    def __init__(self, es: Elasticsearch, index: str, cfg: AlertSettings, cases_index: Optional[str] = None,
+                 overdue: tuple[str, ...] = ()) -> None:
+        if overdue and not cases_index:
+            raise ValueError("alerting on overdue cases needs the cases index")
+        self.es, self.index, self.cfg, self.cases_index, self.overdue = es, index, cfg, cases_index or "", list(overdue)
+        self.sent: set[tuple[str, str, str]] = set()
+
+    def check(self, now: Optional[datetime] = None) -> list[Alert]:
+        """The alerts not sent before, as of `now` (default: the current time); posted to the webhook in one message."""
+        found = detect(self.es, self.index, self.cfg, now)
+        if self.overdue:
+            found += overdue_cases(self.es, self.cases_index, self.overdue, now)
+        alerts = [a for a in found if (a.kind, a.key, a.hour) not in self.sent]
         for alert in alerts:
             print(alert.message())
-        if alerts and cfg.webhook_url:
-            post_to_webhook(cfg.webhook_url.get_secret_value(), alerts)
+        if alerts and self.cfg.webhook_url:
+            post_to_webhook(self.cfg.webhook_url.get_secret_value(), alerts)
             log.info("alerts sent", extra={"fields": {"count": len(alerts)}})
-        sent.update((a.kind, a.key, a.hour) for a in alerts)
+        self.sent.update((a.kind, a.key, a.hour) for a in alerts)
         if not alerts:
-            print("no spikes")
+            print("no spikes" + (f", no new overdue {'/'.join(self.overdue)} cases" if self.overdue else ""))
+        return alerts
+
+
+def run(es: Elasticsearch, index: str, cfg: AlertSettings, every_s: Optional[float] = None,
+        now: Optional[datetime] = None, cases_index: Optional[str] = None, overdue: tuple[str, ...] = ()) -> int:
+    """Check once (or every `every_s` seconds until interrupted); `overdue`: priorities whose overdue cases alert."""
+    watch = Watch(es, index, cfg, cases_index, overdue)
+    while True:
+        alerts = watch.check(now)
         if every_s is None:
             return len(alerts)
         time.sleep(every_s)

@@ -6,7 +6,8 @@ is refused, re-read and decided again, so two agents can never both hold a claim
 fields live under `agent` in the posts index (analysts may count them); notes, which agents write
 freely and may contain customer data, live beside the raw post in the private index.
 A post its author deleted (`deleted_at`, see core/documents.py) leaves the open queue: there is nothing
-left to answer, and its raw text is gone.
+left to answer, and its raw text is gone. So do the brand's own posts (`author.is_brand`): they are answers,
+never routed (triage/routing.py), and nobody answers them.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from core.timestamps import utc_now
 
 OPEN_STATUSES = ("new", "claimed")  # defined here only: the queue and apps/analytics.py use it
 NOT_DELETED = {"bool": {"must_not": [{"exists": {"field": "deleted_at"}}]}}  # posts still to answer
+NOT_BRAND = {"bool": {"must_not": [{"term": {"author.is_brand": True}}]}}  # the brand's own posts answer, not ask
 _ATTEMPTS = 5
 _DOC_KEY = re.compile(r"[0-9a-f]{32}")
 Agent = dict[str, Any]
@@ -45,7 +47,7 @@ def current_agent(explicit: Optional[str] = None) -> str:
 def queue(es: Elasticsearch, cfg: ElasticsearchSettings, queue_name: Optional[str] = None,
           assignee: Optional[str] = None, statuses: tuple[str, ...] = OPEN_STATUSES, size: int = 50) -> dict[str, Any]:
     """Open posts, most urgent first (priority, then due time), with the raw text for agents."""
-    filters: list[dict[str, Any]] = [{"terms": {"agent.status": list(statuses)}}, NOT_DELETED]
+    filters: list[dict[str, Any]] = [{"terms": {"agent.status": list(statuses)}}, NOT_DELETED, NOT_BRAND]
     if queue_name:
         filters.append({"term": {"triage.queue": queue_name}})
     if assignee:

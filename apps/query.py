@@ -3,11 +3,13 @@
 Results show `text_redacted`, never the raw text: analysts see what customers said without the
 personal data in it. Posts their authors deleted stay in results and counts (past figures do not
 change) but are marked "deleted", and their text is gone (core/documents.py).
+The brand's own posts (`author.is_brand`, its replies on the channel) are listed by a search, marked
+"brand", but never counted: every count and aggregation is of customers' posts (`customer_query`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from elasticsearch import Elasticsearch
 
@@ -20,7 +22,8 @@ FACETS = {"source": "source", "language": "language.code", "sentiment": "sentime
           "intent": "intent.label", "topic": "topic.label", "pii_type": "pii.types", "queue": "triage.queue",
           "priority": "triage.priority", "status": "agent.status"}
 RESULT_FIELDS = ["id", "source", "created_at", "language", "sentiment", "intent", "topic", "pii.types", "title_redacted",
-                 "text_redacted", "triage.queue", "triage.priority", "agent.status", "deleted_at"]
+                 "text_redacted", "triage.queue", "triage.priority", "agent.status", "deleted_at", "author.is_brand"]
+BRAND_POSTS = {"term": {"author.is_brand": True}}  # the brand's own replies: answers, never customer figures
 
 
 @dataclass
@@ -40,19 +43,30 @@ class QueryFilters:
     until: Optional[str] = None
 
 
-def build_query(filters: QueryFilters) -> dict[str, Any]:
+def build_query(filters: QueryFilters, facets: Mapping[str, str] = FACETS, time_field: str = "created_at") -> dict[str, Any]:
+    """The filters as an Elasticsearch query; `facets` and `time_field` name the fields of the index asked
+    (the posts index by default; apps/service_level.py passes the cases index's)."""
     must: list[dict[str, Any]] = []
     if filters.text:
         must.append({"simple_query_string": {"query": filters.text, "fields": SEARCH_FIELDS,
                                              "default_operator": "and"}})
-    clauses = [{"terms": {FACETS[name]: values}} for name in FACETS
+    clauses = [{"terms": {facets[name]: values}} for name in facets
                if (values := getattr(filters, name))]
     if filters.pii is not None:
         clauses.append({"term": {"pii.found": filters.pii}})
     if filters.since or filters.until:
         bounds = {k: v for k, v in (("gte", filters.since), ("lte", filters.until)) if v}
-        clauses.append({"range": {"created_at": bounds}})
+        clauses.append({"range": {time_field: bounds}})
     return {"bool": {"must": must or [{"match_all": {}}], "filter": clauses}}
+
+
+def customer_query(filters: QueryFilters) -> dict[str, Any]:
+    """`build_query` over customers' posts only: what every count, trend and alert uses. The brand's replies
+    are posts in the index (they answer cases), but counting them would inflate volumes and dilute the
+    negative share with the team's own friendly words."""
+    query = build_query(filters)
+    query["bool"]["must_not"] = [BRAND_POSTS]
+    return query
 
 
 def search(es: Elasticsearch, index: str, filters: QueryFilters, size: int = 20) -> dict[str, Any]:
@@ -63,12 +77,12 @@ def search(es: Elasticsearch, index: str, filters: QueryFilters, size: int = 20)
 
 
 def summarize(es: Elasticsearch, index: str, filters: QueryFilters, interval: str = "day") -> dict[str, Any]:
-    """Counts by facet and a date histogram of the matching posts."""
+    """Counts by facet and a date histogram of the matching customers' posts (brand posts never count)."""
     aggs: dict[str, Any] = {name: {"terms": {"field": path, "size": 20}} for name, path in FACETS.items()}
     aggs["pii_found"] = {"filter": {"term": {"pii.found": True}}}
     aggs["over_time"] = {"date_histogram": {"field": "created_at", "calendar_interval": interval,
                                             "min_doc_count": 1}}
-    response = es.search(index=index, query=build_query(filters), size=0, aggs=aggs, track_total_hits=True)
+    response = es.search(index=index, query=customer_query(filters), size=0, aggs=aggs, track_total_hits=True)
     result = response["aggregations"]
     return {
         "total": response["hits"]["total"]["value"],
@@ -87,6 +101,8 @@ def format_posts(result: dict[str, Any], width: int = 100) -> str:
             labels.append("pii:" + ",".join(post["pii"]["types"]))
         if post.get("deleted_at"):
             labels.append("deleted")
+        if (post.get("author") or {}).get("is_brand"):
+            labels.append("brand")
         text = " ".join(f"{post.get('title_redacted') or ''} {post.get('text_redacted') or ''}".split())
         # Every cell comes from the post: shown through printable(), so its control characters cannot act.
         lines.append(f"{printable(str(post.get('created_at') or '')[:16]):<16}  "

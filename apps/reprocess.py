@@ -9,7 +9,10 @@
    labels) are copied over unless an agent already changed the post in the new version. Documents
    that cannot be re-enriched (their raw post is gone) are copied unchanged: nothing is lost.
 
-The old index is kept for rollback; the summary says how to delete it.
+The old index is kept for rollback; the summary says how to delete it. The cases index is not versioned
+with the posts: the batch run of step 2 maintains it with the same code as every run (triage/case_writer.py),
+and since a post already in its case changes nothing, reprocessing never double-counts a post or moves a case
+back; only a post no case had yet (one the stream wrote while the case writer was failing) is added.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class ReprocessReport:
     copied_unchanged: int
     dead_letters: int
     dead_letters_path: str
+    cases_updated: int = 0
 
 
 def next_index(current: str) -> str:
@@ -130,8 +134,9 @@ def reprocess(settings: Settings, workdir: str = ".triage/reprocess") -> Reproce
         agent_copies, unchanged = carry_over(es, old, new)
         es.indices.refresh(index=new)
         dead = full.count("dead_letters") + (catch_up.count("dead_letters") if catch_up else 0)
+        cases = full.count("cases_updated") + (catch_up.count("cases_updated") if catch_up else 0)
         return ReprocessReport(old, new, full.count("enriched"), catch_up.count("enriched") if catch_up else 0,
-                               agent_copies, unchanged, dead, dead_path)
+                               agent_copies, unchanged, dead, dead_path, cases)
     finally:
         es.close()
 
@@ -147,6 +152,7 @@ def format_report(report: ReprocessReport, cfg: ElasticsearchSettings) -> str:
              f"  written to the old index during the run and caught up: {report.caught_up}",
              f"  agents' fields carried over: {report.agent_fields_copied}",
              f"  copied unchanged (raw post missing): {report.copied_unchanged}",
+             f"  cases updated: {report.cases_updated} (a post already in its case changes nothing)",
              f"  dead letters: {report.dead_letters}" + (f" -> {report.dead_letters_path}" if report.dead_letters else ""),
              f"  the old index {report.old_index} is kept for rollback; delete it with "
              f"curl -X DELETE {redact_url(cfg.url)}/{report.old_index}"]

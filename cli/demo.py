@@ -34,6 +34,8 @@ Try:
   .venv/bin/triage query kündigung --language de        full text, German stemming, redacted text
   .venv/bin/triage query --pii --source twitter          posts with personal data from one source
   .venv/bin/triage query --summary                       counts by source, language, PII type and day
+  .venv/bin/triage query --sla                           service level of the cases: open, overdue, unanswered,
+                                                         first-response p50/p90, within SLA, per queue/channel/day
   curl -s 'localhost:%d/%s/_search?q=internet&size=1'   the index itself
 Stop the local services with `make services-down` (data is kept for the next run).""" % (
         settings.services.es_port, settings.elasticsearch.read_alias))

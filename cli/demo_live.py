@@ -3,11 +3,17 @@
 A file replay sends sample posts at a demo pace and the webhook receiver takes two signed posts, the
 way another tool would send them; `triage stream` runs as its own process, as it would in production.
 The newcomer watches the count in the index grow and sees where the newest post was routed.
+
+Then one conversation closes the loop: a customer writes on a Mastodon server the demo fakes (the documented
+timeline and context answers, read by the real Mastodon connector), the case appears, the brand account
+(named in the demo's sources config as `brand_accounts`) replies in the thread as an agent would in any tool,
+and the case is answered from what the connector saw on the channel, with its first-response time.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -15,8 +21,10 @@ import sys
 import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -27,12 +35,75 @@ from core.clients import elasticsearch_client
 from core.config import Settings
 from core.documents import doc_key
 from core.services import free_port
+from core.timestamps import utc_now
 
 WEBHOOK_POSTS = [
     {"source": "webhook", "text": "Hallo, meine Bankverbindung hat sich geändert: DE89 3704 0044 0532 0130 00. "
                                   "Bitte ab Dezember von diesem Konto abbuchen."},
     {"source": "webhook", "text": "Ich will kündigen. Seit Wochen kein stabiles Internet und niemand meldet sich!"},
 ]
+TAG, BRAND = "telcohilfe", "TelcoHilfe"
+CUSTOMER = {"id": "90001", "username": "kunde_demo", "acct": "kunde_demo@social.example", "display_name": "Kunde",
+            "followers_count": 12}
+BRAND_ACCOUNT = {"id": "90002", "username": BRAND, "acct": BRAND, "display_name": "Telco hilft", "followers_count": 5400}
+QUESTION = "Seit heute Morgen kein Internet, der Router blinkt rot. Könnt ihr helfen? #TelcoHilfe"
+ANSWER = ("Das tut uns leid! Im Gebiet ist eine Störung bekannt, die Technik ist dran und meldet sich hier, "
+          "sobald es wieder läuft. #TelcoHilfe")
+
+
+class FakeMastodon:
+    """The demo's channel: a Mastodon hashtag timeline (newest first) and each status's context, in the shapes the
+    Mastodon API documents, so the real connector reads the customer's post and, later, the brand's reply."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        channel = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+                body = channel.answer(urlsplit(self.path).path)
+                data = json.dumps(body).encode()
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:  # quiet: the demo prints what matters
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-mastodon").start()
+
+    def publish(self, account: dict[str, Any], text: str, reply_to: Optional[str] = None) -> dict[str, Any]:
+        """A new public status, now; ids grow with time as on a real server (and across demo runs)."""
+        status = {"id": str(time.time_ns() // 1000), "created_at": utc_now(), "in_reply_to_id": reply_to,
+                  "visibility": "public", "language": "de", "content": f"<p>{text}</p>", "spoiler_text": "",
+                  "url": None, "reblog": None, "edited_at": None, "media_attachments": [], "account": account}
+        status["url"] = f"{self.url}/@{account['username']}/{status['id']}"
+        with self.lock:
+            self.statuses.append(status)
+        return status
+
+    def answer(self, path: str) -> Any:
+        with self.lock:
+            statuses = {s["id"]: s for s in self.statuses}
+        if path == f"/api/v1/timelines/tag/{TAG}":
+            return sorted(statuses.values(), key=lambda s: int(s["id"]), reverse=True)
+        context = re.fullmatch(r"/api/v1/statuses/(\d+)/context", path)
+        if not context or context.group(1) not in statuses:
+            return None
+        ancestors, parent = [], statuses[context.group(1)]["in_reply_to_id"]
+        while parent in statuses:
+            ancestors.insert(0, statuses[parent])
+            parent = statuses[parent]["in_reply_to_id"]
+        return {"ancestors": ancestors, "descendants": []}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _replay_file(samples: str, path: Path, run_id: str, count: int) -> list[str]:
@@ -69,6 +140,43 @@ def _indexed(es: Any, alias: str, ids: list[str]) -> tuple[int, dict[str, Any] |
     return answer["hits"]["total"]["value"], (hits[0]["_source"] if hits else None)
 
 
+def _case_of(es: Any, alias: str, post_id: str) -> Optional[dict[str, Any]]:
+    """The case holding a post, or None while there is none yet."""
+    answer = es.search(index=alias, size=1, query={"term": {"posts.id": post_id}})
+    hits = answer["hits"]["hits"]
+    return hits[0]["_source"] if hits else None
+
+
+def _wait_for_case(es: Any, alias: str, post_id: str, answered: bool, deadline: float, log: Path) -> dict[str, Any]:
+    while True:
+        es.indices.refresh(index=alias)
+        case = _case_of(es, alias, post_id)
+        if case and (case.get("answered_at") is not None) == answered:
+            return case
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {'answered ' if answered else ''}case for the demo's Mastodon post in time; see {log}")
+        time.sleep(1)
+
+
+def _conversation(es: Any, settings: Settings, channel: FakeMastodon, question: dict[str, Any], started: float,
+                  log: Path, timeout_s: float) -> None:
+    """From the customer's post to the brand's answer seen on the channel, as the cases index tells it."""
+    alias, deadline = settings.elasticsearch.cases_read_alias, time.monotonic() + timeout_s
+    post_id = f"mastodon:{urlsplit(channel.url).netloc}:{question['id']}"
+    case = _wait_for_case(es, alias, post_id, False, deadline, log)
+    print(f"  {time.monotonic() - started:5.0f} s  case {case['case_id']}: a customer asked on Mastodon at "
+          f"{case['first_post_at'][11:19]} -> queue {case.get('queue')}, {case.get('priority')}, status {case['status']}, "
+          f"due {str(case.get('due_at'))[11:19]}")
+    channel.publish(BRAND_ACCOUNT, ANSWER, reply_to=question["id"])
+    print(f"  {time.monotonic() - started:5.0f} s  the brand account @{BRAND} replied in the thread (as an agent would, "
+          "in any tool)")
+    case = _wait_for_case(es, alias, post_id, True, deadline, log)
+    within = {True: "yes", False: "no", None: "no due time"}[case.get("within_sla")]
+    print(f"  {time.monotonic() - started:5.0f} s  case {case['case_id']}: {case['status']}, answered by "
+          f"{case.get('answered_by')} via {case.get('answered_via')} at {str(case.get('answered_at'))[11:19]}, "
+          f"seen on the channel: first response {case.get('first_response_seconds'):.0f} s, within SLA: {within}")
+
+
 def run(settings: Settings, samples: str, workdir: Path, count: int = 60, speed: float = 4.0,
         timeout_s: float = 300.0) -> int:
     run_id = secrets.token_hex(3)
@@ -76,12 +184,17 @@ def run(settings: Settings, samples: str, workdir: Path, count: int = 60, speed:
     ids = _replay_file(samples, workdir / "live-posts.jsonl", run_id, count)
     port, secret_value = free_port(), secrets.token_urlsafe(24)
     os.environ["TRIAGE_DEMO_WEBHOOK_SECRET"] = secret_value
+    channel = FakeMastodon()
+    question = channel.publish(CUSTOMER, QUESTION)
     sources = workdir / "live-sources.yaml"
     sources.write_text(yaml.safe_dump({"checkpoint_db": str(workdir / "live-checkpoints.sqlite"), "sources": [
         {"type": "replay", "name": "demo-replay", "path": str(workdir / "live-posts.jsonl"), "speed": speed},
-        {"type": "webhook", "name": "demo-webhook", "port": port, "secret_env": "TRIAGE_DEMO_WEBHOOK_SECRET"}]}))
+        {"type": "webhook", "name": "demo-webhook", "port": port, "secret_env": "TRIAGE_DEMO_WEBHOOK_SECRET"},
+        {"type": "mastodon", "name": "demo-mastodon", "url": channel.url, "hashtags": [TAG], "every_s": 1.0,
+         "brand_accounts": [f"@{BRAND}"]}]}))
     print(f"\nLive: starting the streaming job (`triage stream`, log in {workdir / 'stream.log'}) and the connectors: "
-          f"a replay of {count} sample posts at {speed:g}x their pace and a webhook receiver on port {port}.")
+          f"a replay of {count} sample posts at {speed:g}x their pace, a webhook receiver on port {port}, and a "
+          f"Mastodon hashtag (#{TAG}) on a demo server where a customer has just asked for help.")
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "stream", "--metrics-port", "0"],
                               stdout=subprocess.DEVNULL, stderr=open(workdir / "stream.log", "wb"))
     stop = threading.Event()
@@ -113,10 +226,13 @@ def run(settings: Settings, samples: str, workdir: Path, count: int = 60, speed:
             time.sleep(2)
         print(f"Live: {len(ids)} posts went connectors -> Kafka -> stream job -> Elasticsearch in "
               f"{time.monotonic() - started:.0f} s (the stream job's model load included).")
+        print("\nLive: one conversation, from the customer's post to the brand's answer seen on the channel.")
+        _conversation(es, settings, channel, question, started, workdir / "stream.log", timeout_s)
         return 0
     finally:
         stop.set()
         connectors.join(15)
+        channel.close()
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(60)

@@ -1,4 +1,5 @@
-"""The `triage` command line: services, setup, batch, stream, publish, query, the agents' desk, reprocess, alerts.
+"""The `triage` command line: services, setup, batch, stream, publish, query, the agents' desk, reprocess, alerts,
+metrics.
 
 Heavy modules (Beam, clients) are imported inside the commands so that logging is configured first
 and `triage services up` starts instantly.
@@ -123,7 +124,9 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     es = elasticsearch_client(settings.elasticsearch)
     index = settings.elasticsearch.read_alias
     try:
-        if args.sla or args.top_terms or args.by:
+        if args.sla:
+            return _service_level(es, settings.elasticsearch.cases_read_alias, filters, args)
+        if args.top_terms or args.by:
             return _analytics(es, index, filters, args)
         if args.summary:
             result = query.summarize(es, settings.elasticsearch.read_alias, filters, args.interval)
@@ -138,10 +141,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
 
 def _analytics(es, index: str, filters, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     from apps import analytics
-    if args.sla:
-        result: object = analytics.service_level(es, index, filters)
-        text = analytics.format_service_level(result)  # type: ignore[arg-type]
-    elif args.top_terms:
+    if args.top_terms:
         if not filters.sentiment:
             filters.sentiment = ["negative"]
         result = analytics.top_terms(es, index, filters, args.size)
@@ -152,6 +152,17 @@ def _analytics(es, index: str, filters, args: argparse.Namespace) -> int:  # typ
         text = "\n".join(f"  {printable(when)}  " + "  ".join(f"{printable(k)}={v}" for k, v in row.items())
                          for when, row in result.items())
     print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _service_level(es, index: str, filters, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from apps import service_level
+    try:
+        result = service_level.service_level(es, index, filters)
+    except ValueError as exc:  # a filter cases cannot answer (text, personal data)
+        print(f"triage query: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else service_level.format_service_level(result))
     return 0
 
 
@@ -187,6 +198,35 @@ def _desk(settings: Settings, args: argparse.Namespace) -> int:
         es.close()
 
 
+def _reply(settings: Settings, args: argparse.Namespace) -> int:
+    from apps import reply
+    from connectors.config import load as load_sources
+    from connectors.replies.base import ReplyError
+    from core.clients import elasticsearch_client
+
+    def confirm(text: str, language: str) -> bool:
+        """The suggested reply is shown; it goes out only when the agent says so (or --yes)."""
+        print(f"Suggested reply ({printable(language)}):\n  {printable(text)}")
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ReplyError("confirm the suggested reply with --yes, or give your own with --text")
+        return input("Send it? [y/N] ").strip().lower() in ("y", "yes", "j", "ja")
+
+    sources = load_sources(args.config_file, require_env=False)
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        outcome = reply.reply(settings, reply.ElasticsearchCases(es, settings.elasticsearch), sources, args.case_id,
+                              args.text, args.as_account, args.source, confirm)
+    except ReplyError as exc:
+        print(f"triage reply: {printable(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        es.close()
+    print(printable(reply.format_outcome(outcome)))
+    return 0
+
+
 def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
     from apps import reprocess
     report = reprocess.reprocess(settings, args.workdir)
@@ -205,10 +245,25 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     es = elasticsearch_client(settings.elasticsearch)
     try:
         now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
-        alerts.run(es, settings.elasticsearch.read_alias, cfg, args.every, now)
+        alerts.run(es, settings.elasticsearch.read_alias, cfg, args.every, now,
+                   settings.elasticsearch.cases_read_alias, tuple(args.overdue))
         return 0
     finally:
         es.close()
+
+
+def _metrics(settings: Settings, args: argparse.Namespace) -> int:
+    import threading
+    from prometheus_client import CollectorRegistry, start_http_server
+    from apps.service_level import CaseGauges
+    from core.clients import elasticsearch_client
+    registry = CollectorRegistry()  # only the case gauges: the stream workers export their own metrics
+    registry.register(CaseGauges(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.cases_read_alias))
+    start_http_server(args.port, addr=args.host, registry=registry)
+    print(f"Serving open and overdue cases per queue on http://{args.host}:{args.port}/metrics, counted at each "
+          "scrape; Ctrl-C stops.", flush=True)
+    threading.Event().wait()
+    return 0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -392,7 +447,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--by", choices=["source", "language", "sentiment", "intent", "topic", "queue", "priority", "status"],
                      help="posts per --interval split by this field (e.g. --by sentiment --share)")
     sub.add_argument("--share", action="store_true", help="with --by: fractions of each interval instead of counts")
-    sub.add_argument("--sla", action="store_true", help="unanswered, overdue, answered within SLA, per queue")
+    sub.add_argument("--sla", action="store_true",
+                     help="service level of cases (the cases index) per queue, channel and day: open, overdue, "
+                          "unanswered by the due time and after 24 h, first-response p50/p90, share within SLA, "
+                          "answers via channel/product/helpdesk; takes the label, --queue/--source/--priority/"
+                          "--status and --since/--until (first post) filters")
     sub.add_argument("--top-terms", action="store_true", help="most frequent words (default: of negative posts)")
     sub.add_argument("--json", action="store_true", help="JSON instead of a table")
 
@@ -423,15 +482,38 @@ def _parser() -> argparse.ArgumentParser:
     sub = desk_command("export-labels", "Write agents' corrected labels as JSONL training data (redacted text).")
     sub.add_argument("--out", default="corrected-labels.jsonl")
 
+    sub = command("reply", _reply, "Answer a case on its channel (X, Mastodon, Reddit, Facebook, YouTube, Discourse) "
+                                   "as a brand account of the sources file: at most once, never with personal data "
+                                   "in public; a private case gets the invitation publicly and your text as a "
+                                   "direct message where the API has them.")
+    sub.add_argument("case_id", metavar="CASE_ID")
+    sub.add_argument("--text", help="the reply (default: the case's suggested reply, shown for confirmation)")
+    sub.add_argument("--as", dest="as_account", metavar="ACCOUNT",
+                     help="the brand account to answer as (one of the source's reply_accounts; default: the first)")
+    sub.add_argument("--source", help="the sources-file entry to answer through (default: the one of the post's API "
+                                      "with reply_accounts, for Mastodon/Discourse of the post's server)")
+    sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
+    sub.add_argument("--yes", action="store_true", help="send the suggested reply without asking")
+
     sub = command("reprocess", _reprocess, "Re-enrich the posts index with the current models and rules into a new "
                                            "index version, then swap the aliases (no downtime, agents' fields kept).")
     sub.add_argument("--workdir", default=".triage/reprocess", help="where dead letters of the run go")
 
     sub = command("alerts", _alerts, "Detect spikes (topic volume, negative share) in the last hour against the same "
-                                     "hour of previous days; post them to a Slack/Teams webhook.")
+                                     "hour of previous days, and overdue cases (--overdue P1); post them to a "
+                                     "Slack/Teams webhook.")
     sub.add_argument("--webhook", help="incoming-webhook URL (default: alerts.webhook_url / TRIAGE_ALERTS__WEBHOOK_URL)")
     sub.add_argument("--every", type=float, help="keep checking every this many seconds")
     sub.add_argument("--now", help="evaluate as of this ISO time instead of the current time (replays)")
+    sub.add_argument("--overdue", action="append", default=[], metavar="PRIORITY",
+                     help="also alert on open cases of this priority past their due time (e.g. --overdue P1; "
+                          "repeatable), each case once per due time while --every runs")
+
+    sub = command("metrics", _metrics, "Serve Prometheus gauges of open and overdue cases per queue "
+                                       "(triage_cases_open, triage_cases_overdue), counted from the cases index at "
+                                       "each scrape.")
+    sub.add_argument("--port", type=int, default=9465, help="port of /metrics (default 9465; the stream uses 9464)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
 
     sub = command("demo", _demo, "Start local services, set them up, enrich and index the sample posts, summarise; "
                                  "then watch replayed and webhook posts flow through the streaming job.")

@@ -33,6 +33,22 @@ class _Polled(_Strict):
     brand_accounts: list[Account] = []
 
 
+class ReplyAccount(_Strict):
+    """A brand account `triage reply` posts as (connectors/replies/), and the variable holding its token.
+
+    Reading needs an app token; answering needs the account's own user-context token (X OAuth 2 user token,
+    Mastodon and Reddit user tokens, the Facebook page token, a YouTube OAuth token, a Discourse API key used
+    with `account` as Api-Username). Kept apart from the reading credentials so a reader never can post.
+    List the account in `brand_accounts` too, so the connector marks the reply as the brand's when it reads it."""
+    account: Account
+    token_env: EnvName
+
+
+class _Replying(_Strict):
+    """Sources `triage reply` can answer on: the first entry of `reply_accounts` is the default sender."""
+    reply_accounts: list[ReplyAccount] = []
+
+
 class _Polling(_Polled):
     every_s: float = Field(default=60, gt=0)
     backfill_pages: int = Field(default=1, ge=1, le=50)  # how far back a new source reads on its first run
@@ -44,7 +60,7 @@ class FeedConfig(_Polled):
     every_s: float = Field(default=300, gt=0)
 
 
-class DiscourseConfig(_Polling):
+class DiscourseConfig(_Polling, _Replying):
     type: Literal["discourse"]
     url: HttpUrl
     categories: list[int] = []  # category ids; empty: the whole forum
@@ -52,7 +68,7 @@ class DiscourseConfig(_Polling):
     api_username: Optional[str] = None
 
 
-class MastodonConfig(_Polling):
+class MastodonConfig(_Polling, _Replying):
     type: Literal["mastodon"]
     url: HttpUrl
     hashtags: list[str] = []
@@ -68,7 +84,7 @@ class MastodonConfig(_Polling):
         return self
 
 
-class RedditConfig(_Polling):
+class RedditConfig(_Polling, _Replying):
     type: Literal["reddit"]
     subreddits: list[str] = Field(min_length=1)
     comments: bool = True
@@ -78,7 +94,7 @@ class RedditConfig(_Polling):
     auth_url: HttpUrl = "https://www.reddit.com/api/v1/access_token"
 
 
-class XConfig(_Polling):
+class XConfig(_Polling, _Replying):
     type: Literal["x"]
     query: str = Field(min_length=1, max_length=1024)
     bearer_token_env: EnvName
@@ -86,7 +102,7 @@ class XConfig(_Polling):
     api_url: HttpUrl = "https://api.x.com"
 
 
-class FacebookConfig(_Polling):
+class FacebookConfig(_Polling, _Replying):
     type: Literal["facebook"]
     page_id: str = Field(pattern=r"^[0-9A-Za-z._-]+$")
     page_token_env: EnvName
@@ -96,7 +112,7 @@ class FacebookConfig(_Polling):
     api_url: HttpUrl = "https://graph.facebook.com/v21.0"
 
 
-class YouTubeConfig(_Polling):
+class YouTubeConfig(_Polling, _Replying):
     type: Literal["youtube"]
     channel_id: str = Field(pattern=r"^[0-9A-Za-z_-]+$")
     api_key_env: EnvName
@@ -163,8 +179,11 @@ class ConnectConfigError(ConfigFileError):
     what = "sources file"
 
 
-def load(path: str) -> ConnectConfig:
-    """Read and validate a sources file; every problem is reported as FILE:LINE: key.path: what is wrong."""
+def load(path: str, require_env: bool = True) -> ConnectConfig:
+    """Read and validate a sources file; every problem is reported as FILE:LINE: key.path: what is wrong.
+
+    `require_env=False` skips the check that every named credential variable is set: `triage reply` needs only
+    the reply token of one source, not every reader's credentials."""
     config, document = load_yaml(path, ConnectConfig, ConnectConfigError, what="sources file")
     problems = []
     first: dict[str, int] = {}
@@ -174,7 +193,7 @@ def load(path: str) -> ConnectConfig:
                             f"be unique (they key the checkpoints); {source.name} is also source {first[source.name]}")
         first.setdefault(source.name, index)
         for key, value in source:
-            if key.endswith("_env") and value and not os.environ.get(value):
+            if require_env and key.endswith("_env") and value and not os.environ.get(value):
                 problems.append(f"{document.where(('sources', index, key))}: sources.{index}.{key}: source "
                                 f"{source.name}: environment variable {value} is not set ({key})")
     if problems:

@@ -71,12 +71,17 @@ def rate_limit_wait_s(headers: dict[str, str], now: float) -> Optional[float]:
 class HttpClient:
     def __init__(self, user_agent: str, timeout_s: float = 30.0, max_retries: int = 5, backoff_s: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.pool = urllib3.PoolManager(headers={"User-Agent": user_agent}, retries=False,
-                                        timeout=urllib3.Timeout(total=timeout_s))
+        self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=timeout_s))
+        self.user_agent = user_agent
         self.max_retries, self.backoff_s, self.sleep = max_retries, backoff_s, sleep
 
     def get(self, url: str, headers: Optional[dict[str, str]] = None) -> Response:
         return self.request("GET", url, headers)
+
+    def with_user_agent(self, headers: Optional[dict[str, str]]) -> dict[str, str]:
+        """Our User-Agent on every request (urllib3 drops a pool's default headers once a request names any;
+        Reddit and others refuse the generic one), plus the request's own."""
+        return {"User-Agent": self.user_agent, **(headers or {})}
 
     def request(self, method: str, url: str, headers: Optional[dict[str, str]] = None,
                 fields: Optional[dict[str, str]] = None, body: Optional[bytes] = None) -> Response:
@@ -87,10 +92,10 @@ class HttpClient:
         while True:
             try:
                 if fields is not None:
-                    raw = self.pool.request_encode_body(method, url, fields=fields, headers=headers or {},
+                    raw = self.pool.request_encode_body(method, url, fields=fields, headers=self.with_user_agent(headers),
                                                         encode_multipart=False)
                 else:
-                    raw = self.pool.request(method, url, headers=headers or {}, body=body, redirect=True)
+                    raw = self.pool.request(method, url, headers=self.with_user_agent(headers), body=body, redirect=True)
                 response = Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
             except urllib3.exceptions.HTTPError as exc:
                 response, cause = None, type(exc).__name__
@@ -118,7 +123,7 @@ class HttpClient:
 
         Raises SourceUnavailable when the stream cannot be opened; a stalled stream (no byte, not even a
         heartbeat, for `read_timeout_s`) raises a urllib3 timeout, and the caller reconnects."""
-        raw = self.pool.request("GET", url, headers=headers or {}, preload_content=False,
+        raw = self.pool.request("GET", url, headers=self.with_user_agent(headers), preload_content=False,
                                 timeout=urllib3.Timeout(connect=10.0, read=read_timeout_s))
         if raw.status != 200:
             raw.drain_conn()

@@ -169,6 +169,17 @@ class ServicesSettings(_Section):
     start_timeout_s: float = Field(gt=0)
 
 
+class RepliesSettings(_Section):
+    """`triage reply` (apps/reply.py): the ledger that keeps each reply at most once on its channel."""
+    ledger_db: str = Field(default=".triage/replies.sqlite", min_length=1)
+
+
+class CasesSettings(_Section):
+    """Conversations (triage/cases.py): which posts form one case, and whether the jobs maintain the cases index."""
+    enabled: bool
+    author_window_hours: float = Field(ge=0, le=24 * 31)  # 0: a post without a thread is a case of its own
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["auto", "text", "json"]
@@ -185,6 +196,8 @@ class Settings(_Section):
     pii: PiiSettings
     services: ServicesSettings
     logging: LoggingSettings
+    cases: CasesSettings
+    replies: RepliesSettings = RepliesSettings()
 
 
 class ConfigError(ConfigFileError):

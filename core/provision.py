@@ -2,7 +2,8 @@
 
 Idempotent, so it can run at every deployment. The index is versioned behind two aliases: agents
 and analysts read `<prefix>`, the pipeline writes `<prefix>-write`; a later reindex can build a new
-version and swap the aliases without anyone noticing.
+version and swap the aliases without anyone noticing. The cases index (conversations, triage/cases.py)
+is versioned the same way: `<prefix>-cases-000001` behind `<prefix>-cases` and `<prefix>-cases-write`.
 """
 from __future__ import annotations
 
@@ -48,13 +49,19 @@ def install_index(es: Elasticsearch, cfg: ElasticsearchSettings) -> list[str]:
     if not es.indices.exists(index=cfg.private_index):
         es.indices.create(index=cfg.private_index)
         lines.append(f"index {cfg.private_index}: created (raw posts, agents only)")
-    if es.indices.exists_alias(name=cfg.write_alias):
-        lines.append(f"write alias {cfg.write_alias}: exists")
-        return lines
-    index = first_index_name(cfg)
-    es.indices.create(index=index, aliases={cfg.read_alias: {}, cfg.write_alias: {"is_write_index": True}})
-    lines.append(f"index {index}: created (read alias {cfg.read_alias}, write alias {cfg.write_alias})")
+    lines.append(_versioned_index(es, first_index_name(cfg), cfg.read_alias, cfg.write_alias))
+    es.indices.put_index_template(name=cfg.cases_read_alias, **schemas.index_template(cfg.index_prefix, "cases"))
+    lines.append(f"index template {cfg.cases_read_alias}: installed")
+    lines.append(_versioned_index(es, f"{cfg.cases_read_alias}-000001", cfg.cases_read_alias, cfg.cases_write_alias))
     return lines
+
+
+def _versioned_index(es: Elasticsearch, first: str, read_alias: str, write_alias: str) -> str:
+    """Create `first` behind its read and write alias, unless the write alias exists; says which."""
+    if es.indices.exists_alias(name=write_alias):
+        return f"write alias {write_alias}: exists"
+    es.indices.create(index=first, aliases={read_alias: {}, write_alias: {"is_write_index": True}})
+    return f"index {first}: created (read alias {read_alias}, write alias {write_alias})"
 
 
 def setup_all(settings: Settings, kafka: bool = True, elasticsearch: bool = True) -> list[str]:
@@ -86,7 +93,7 @@ def teardown_all(settings: Settings, kafka: bool = True, elasticsearch: bool = T
             names = list(es.indices.get(index=f"{cfg.index_prefix}-*", ignore_unavailable=True))
             if names:  # by name: Elasticsearch refuses wildcard deletes (action.destructive_requires_name)
                 es.indices.delete(index=",".join(names))
-            for template in (cfg.index_prefix, cfg.private_index):
+            for template in (cfg.index_prefix, cfg.private_index, cfg.cases_read_alias):
                 es.indices.delete_index_template(name=template)
         finally:
             es.close()

@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from core.config import Settings
 from pipeline.enrich import SUMMARY_NAMESPACE, EnrichPosts, count_dead_letter
 from pipeline.io import sinks, sources
+from pipeline.steps import registry
 from pipeline.io.write import REJECTED_TAG, WRITTEN_TAG, WriteToElasticsearch, WriteToKafka
 from core.records import DeadLetter, RawRecord
 
@@ -112,6 +113,8 @@ def _write_posts(posts: beam.PCollection, deletions: beam.PCollection, target: T
                  settings: Settings) -> list[beam.PCollection]:
     """Writes enriched posts (and deletions, to an index); returns the dead letters the writes produced.
 
+    Into an index, the outputs (pipeline/steps/registry.py: the cases) follow the posts the index acknowledged.
+
     Deletions are applied after every post of the run was written (a side input that exists only then): a
     deletion and its post in one run end as a deleted post whatever their order in the input, where a
     deletion applied first would find nothing to mark. Files and topics get the enriched posts only; the
@@ -127,8 +130,10 @@ def _write_posts(posts: beam.PCollection, deletions: beam.PCollection, target: T
                                                               beam.pvalue.AsSingleton(indexed))
         deleted = after_posts | "MarkDeletedInElasticsearch" >> WriteToElasticsearch(settings.elasticsearch,
                                                                                        target.name)
+        outputs = registry.apply_outputs(written[WRITTEN_TAG], settings)  # the cases, as the stream does
         return [written[REJECTED_TAG] | "CountRejected" >> beam.Map(count_dead_letter),
-                deleted[REJECTED_TAG] | "CountRejectedDeletions" >> beam.Map(count_dead_letter)]
+                deleted[REJECTED_TAG] | "CountRejectedDeletions" >> beam.Map(count_dead_letter),
+                *(letters | f"CountRejected[{name}]" >> beam.Map(count_dead_letter) for name, letters in outputs)]
     posts | "ProducePosts" >> WriteToKafka(settings.kafka, target.name, kind="posts")
     return []
 

@@ -71,7 +71,7 @@ def finish(post: Post) -> Post:
     for field in ("sentiment", "intent", "relevance", "topic"):
         if post.get(field, {}).get("label"):
             count(SUMMARY_NAMESPACE, f"{field}.{post[field]['label']}").inc()
-    if "triage" in post:
+    if "triage" in post and not post["triage"].get("brand"):  # the brand's own posts are not routed
         count(SUMMARY_NAMESPACE, f"queue.{post['triage']['queue']}").inc()
         count(SUMMARY_NAMESPACE, f"priority.{post['triage']['priority']}").inc()
     if post.get("pii", {}).get("found"):

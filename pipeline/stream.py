@@ -28,6 +28,7 @@ from core.config import Settings
 from pipeline.enrich import EnrichPosts
 from pipeline.io.kafka_stream import STOP, ReadKafkaStream, keep_membership
 from pipeline.io.write import REJECTED_TAG, WRITTEN_TAG, WriteToElasticsearch, WriteToKafka
+from pipeline.steps import registry
 
 log = logging.getLogger("triage.stream")
 
@@ -60,6 +61,8 @@ class IndexAndPublish(beam.PTransform):
     worker, which restarts from the committed offsets. Input: (posts, deletions), kept apart because a
     Flatten would unfuse the graph; so the two writes of one bundle are not ordered against each other, which
     does not matter: a post written after its deletion leaves the deleted document as it is (io/elasticsearch.py).
+    The outputs (pipeline/steps/registry.py: the cases) follow the acknowledged posts in the same bundle, with the
+    same backpressure, so the offsets are committed only after their writes too; their dead letters are published.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -73,9 +76,12 @@ class IndexAndPublish(beam.PTransform):
         marked = deletions | "MarkDeleted" >> self._write()
         written[WRITTEN_TAG] | "PublishEnriched" >> WriteToKafka(self.settings.kafka, topics.enriched, kind="posts",
                                                                  flush_every=self.settings.elasticsearch.bulk_size)
+        outputs = registry.apply_outputs(written[WRITTEN_TAG], self.settings, wait=keep_membership,
+                                         max_outage_s=self.settings.stream.max_outage_s)
         return tuple(rejected | label >> WriteToKafka(self.settings.kafka, topics.dead_letter, kind="dead_letters")
                      for label, rejected in (("PublishRejected", written[REJECTED_TAG]),
-                                             ("PublishRejectedDeletions", marked[REJECTED_TAG])))
+                                             ("PublishRejectedDeletions", marked[REJECTED_TAG]),
+                                             *((f"PublishRejected[{name}]", letters) for name, letters in outputs)))
 
     def _write(self) -> WriteToElasticsearch:
         return WriteToElasticsearch(self.settings.elasticsearch, wait=keep_membership,

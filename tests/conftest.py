@@ -27,8 +27,10 @@ from core.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples" / "posts.jsonl"
-TEST_KAFKA_PORT = int(os.environ.get("TRIAGE_TEST_KAFKA_PORT", "29092"))
-TEST_ES_PORT = int(os.environ.get("TRIAGE_TEST_ES_PORT", "29200"))
+# `make test` runs the files on two pytest-xdist workers (gw0, gw1); each starts its own services, 10 ports apart.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+TEST_KAFKA_PORT = int(os.environ.get("TRIAGE_TEST_KAFKA_PORT", "29092")) + 10 * _WORKER
+TEST_ES_PORT = int(os.environ.get("TRIAGE_TEST_ES_PORT", "29200")) + 10 * _WORKER
 
 
 @contextmanager

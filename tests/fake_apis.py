@@ -1,5 +1,6 @@
 """Local HTTP stand-ins for external APIs: `FakeHttpServer`, the one small server every test uses (routes ->
-handler, every request recorded), and `FakeApis`, Discourse, Mastodon, Reddit, X, the Graph API and YouTube on it.
+handler, every request recorded), and `FakeApis`, Discourse, Mastodon, Reddit, X, the Graph API and YouTube on it;
+`FakeChannels` serves the same six APIs' reply endpoints (`triage reply`), publishing what is posted.
 
     server = FakeHttpServer({"POST /hooks": lambda request: request.json({"ok": True})})
     ...  # point the code under test at server.url
@@ -19,6 +20,7 @@ from the same fixtures.
 from __future__ import annotations
 
 import copy
+import html
 import json
 import threading
 from dataclasses import dataclass, field
@@ -370,3 +372,226 @@ class _ApiCall:
         if following:
             answer["nextPageToken"] = following
         self._json(answer)
+
+
+class FakeChannels:
+    """The reply endpoints of the six APIs (`triage reply`) on one FakeHttpServer, under /x, /mastodon, /reddit,
+    /graph, /youtube and /discourse.
+
+    An accepted POST publishes the reply on its channel (`published[api]`, the API's own objects from
+    tests/fixtures/apis/replies/*.json, filled in), and the lookups (X search and DM events, Mastodon context,
+    Reddit comment tree and sent messages, Graph and YouTube comment lists, Discourse topic posts) answer from what
+    was published. `script(api, *actions)` decides the next POSTs of an API, one action each:
+    ("refuse", status, headers[, fixture key]) answers that error (the API's error body, or that fixture) and
+    publishes nothing;
+    ("publish_then", status) publishes and then answers that error (a gateway 502 after the backend wrote it);
+    ("publish_then_hang",) publishes and never answers (the kill -9 test). Then POSTs are accepted again.
+    """
+
+    APIS = ("x", "mastodon", "reddit", "graph", "youtube", "discourse")
+    BRAND = {"x": "TelcoHilfe", "mastodon": "telco_hilft", "reddit": "TelcoHilfe", "graph": "104200000000",
+             "youtube": "UCtelco0000000000000000", "discourse": "telco_support"}
+
+    def __init__(self) -> None:
+        self.fixtures = {api: _load(f"replies/{'facebook' if api == 'graph' else api}") for api in self.APIS}
+        self.published: dict[str, list[dict[str, Any]]] = {api: [] for api in (*self.APIS, "x_dm", "reddit_pm")}
+        self.scripts: dict[str, list[tuple]] = {api: [] for api in self.APIS}
+        self.idempotency: dict[str, dict[str, Any]] = {}
+        self.released = threading.Event()
+        self._lock = threading.Lock()
+        self._next = 1000
+        self.server = FakeHttpServer({f"/{api}": self._handle for api in self.APIS})
+        self.url = self.server.url
+
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
+
+    def posts(self, api: Optional[str] = None) -> list[Request]:
+        """The POST requests (attempts to publish), of one API or all."""
+        return [r for r in self.requests if r.method == "POST" and (api is None or r.route.startswith(f"/{api}/"))]
+
+    def script(self, api: str, *actions: tuple) -> None:
+        self.scripts[api].extend(actions)
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.close()
+
+    def __enter__(self) -> "FakeChannels":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- dispatch ---------------------------------------------------------------------------------------
+
+    def _handle(self, request: Request) -> None:
+        api, _, rest = request.route.lstrip("/").partition("/")
+        if request.method == "GET":
+            return getattr(self, f"_{api}_get")(request, rest)
+        with self._lock:
+            action = self.scripts[api].pop(0) if self.scripts[api] else ("ok",)
+        if action[0] == "refuse":
+            status, headers = action[1], (action[2] if len(action) > 2 else {})
+            error = action[3] if len(action) > 3 else \
+                {401: "unauthorized", 403: "unauthorized", 429: "rate_limited"}.get(status, "unavailable")
+            return request.json(self.fixtures[api][error], status, headers)
+        answer = getattr(self, f"_{api}_post")(request, rest)
+        if action[0] == "publish_then":
+            return request.json(self.fixtures[api]["unavailable"], action[1])
+        if action[0] == "publish_then_hang":
+            self.released.wait()
+            return request.hang_up()
+        status, body = answer
+        request.json(body, status)
+
+    def _id(self) -> str:
+        with self._lock:
+            self._next += 1
+            return str(self._next)
+
+    def _publish(self, channel: str, item: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.published[channel].append(item)
+        return item
+
+    @staticmethod
+    def _form(request: Request) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+
+    # ---- X ----------------------------------------------------------------------------------------------
+
+    def _x_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        body, fixture = request.json_body(), self.fixtures["x"]
+        if rest.startswith("2/dm_conversations/with/"):
+            event = self._publish("x_dm", {"id": f"187{self._id()}", "event_type": "MessageCreate", "text": body["text"],
+                                           "participant_id": rest.split("/")[3], "sender_id": "1234567890"})
+            return 201, {"data": {**fixture["dm_created"]["data"], "dm_event_id": event["id"]}}
+        answered = body["reply"]["in_reply_to_tweet_id"]
+        conversation = next((t["conversation_id"] for t in fixture["tweets"] if t["id"] == answered), answered)
+        tweet = self._publish("x", {"id": f"187{self._id()}", "text": body["text"], "conversation_id": conversation,
+                                    "author": self.BRAND["x"], "in_reply_to": answered})
+        return 201, {"data": {"id": tweet["id"], "text": tweet["text"], "edit_history_tweet_ids": [tweet["id"]]}}
+
+    def _x_get(self, request: Request, rest: str) -> None:
+        if rest.startswith("2/dm_conversations/with/"):
+            participant = rest.split("/")[3]
+            events = [{k: e[k] for k in ("id", "event_type", "text", "sender_id")}
+                      for e in self.published["x_dm"] if e["participant_id"] == participant]
+            return request.json({"data": events, "meta": {"result_count": len(events)}} if events
+                                else {"meta": {"result_count": 0}})
+        terms = dict(term.split(":", 1) for term in request.query["query"].split())
+        found = [{"id": t["id"], "text": t["text"], "conversation_id": t["conversation_id"]} for t in self.published["x"]
+                 if terms.get("from", "").lower() == t["author"].lower()
+                 and (t["conversation_id"] == terms.get("conversation_id") or t["in_reply_to"] == terms.get("in_reply_to_tweet_id"))]
+        meta = {**self.fixtures["x"]["search_meta"], "result_count": len(found),
+                "newest_id": found[-1]["id"] if found else None, "oldest_id": found[0]["id"] if found else None}
+        request.json({"data": found[::-1], "meta": meta} if found else {"meta": {"result_count": 0}})
+
+    # ---- Mastodon ---------------------------------------------------------------------------------------
+
+    def _mastodon_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        key, body = request.headers.get("Idempotency-Key"), request.json_body()
+        if key in self.idempotency:  # Mastodon answers a repeated key with the status it made the first time
+            return 200, self.idempotency[key]
+        native = f"1135{self._id()}"
+        status = self._publish("mastodon", {
+            **copy.deepcopy(self.fixtures["mastodon"]["status"]), "id": native, "in_reply_to_id": body["in_reply_to_id"],
+            "visibility": body.get("visibility", "public"), "content": f"<p>{_html_escape(body['status'])}</p>",
+            "uri": f"https://social.example/users/telco_hilft/statuses/{native}",
+            "url": f"https://social.example/@telco_hilft/{native}"})
+        self.idempotency[key] = status
+        return 200, status
+
+    def _mastodon_get(self, request: Request, rest: str) -> None:
+        status_id = rest.split("/")[3]  # api/v1/statuses/:id/context
+        request.json({"ancestors": [], "descendants": [s for s in self.published["mastodon"]
+                                                       if s["in_reply_to_id"] == status_id]})
+
+    # ---- Reddit -----------------------------------------------------------------------------------------
+
+    def _reddit_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        form, fixture = self._form(request), self.fixtures["reddit"]
+        if rest == "api/compose":
+            native = self._id()
+            self._publish("reddit_pm", {**copy.deepcopy(fixture["message"]), "data": {
+                **fixture["message"]["data"], "id": native, "name": f"t4_{native}", "dest": form["to"],
+                "subject": form["subject"], "body": form["text"]}})
+            return 200, fixture["compose_ok"]
+        parent = form["thing_id"]
+        link = parent if parent.startswith("t3_") else fixture["things"][parent]["data"]["link_id"]
+        native = f"m{self._id()}"
+        comment = self._publish("reddit", {"kind": "t1", "data": {
+            **fixture["comment"]["data"], "id": native, "name": f"t1_{native}", "parent_id": parent, "link_id": link,
+            "body": form["text"], "permalink": f"/r/telekom/comments/{link[3:]}/_/{native}/"}})
+        return 200, {"json": {"errors": [], "data": {"things": [comment]}}}
+
+    def _reddit_get(self, request: Request, rest: str) -> None:
+        things = self.fixtures["reddit"]["things"]
+        if rest == "api/info":
+            wanted = request.query["id"]
+            return request.json({"kind": "Listing", "data": {"children": [things[wanted]] if wanted in things else []}})
+        if rest == "message/sent":
+            return request.json({"kind": "Listing", "data": {"children": self.published["reddit_pm"][::-1]}})
+        article = f"t3_{rest.split('/')[1]}"  # comments/{article}
+        replies_to = lambda name: {"kind": "Listing", "data": {"children": [  # noqa: E731
+            c for c in self.published["reddit"] if c["data"]["parent_id"] == name]}}
+        focus = f"t1_{request.query['comment']}" if "comment" in request.query else None
+        comments = [{"kind": "t1", "data": {**things[focus]["data"], "replies": replies_to(focus)}}] if focus \
+            else replies_to(article)["data"]["children"]
+        request.json([{"kind": "Listing", "data": {"children": [things[article]]}},
+                      {"kind": "Listing", "data": {"children": comments}}])
+
+    # ---- Graph (Facebook) -------------------------------------------------------------------------------
+
+    def _graph_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        node = rest.split("/")[0]
+        comment = self._publish("graph", {**copy.deepcopy(self.fixtures["graph"]["comment"]),
+                                          "id": f"{node.split('_')[0]}_{self._id()}", "parent": node,
+                                          "message": self._form(request)["message"],
+                                          "from": {"id": self.BRAND["graph"], "name": "Telco Deutschland"}})
+        return 200, {**self.fixtures["graph"]["created"], "id": comment["id"]}
+
+    def _graph_get(self, request: Request, rest: str) -> None:
+        node = rest.split("/")[0]
+        comments = [{k: v for k, v in c.items() if k != "parent"} for c in self.published["graph"] if c["parent"] == node]
+        request.json({"data": comments, "paging": self.fixtures["graph"]["paging"]})
+
+    # ---- YouTube ----------------------------------------------------------------------------------------
+
+    def _youtube_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        snippet = request.json_body()["snippet"]
+        template = copy.deepcopy(self.fixtures["youtube"]["comment"])
+        comment = self._publish("youtube", {**template, "id": f"{snippet['parentId']}.AZ{self._id()}", "snippet": {
+            **template["snippet"], "parentId": snippet["parentId"], "textOriginal": snippet["textOriginal"],
+            "textDisplay": _html_escape(snippet["textOriginal"]), "authorChannelId": {"value": self.BRAND["youtube"]},
+            "channelId": self.BRAND["youtube"]}})
+        return 200, comment
+
+    def _youtube_get(self, request: Request, rest: str) -> None:
+        items = [c for c in self.published["youtube"] if c["snippet"]["parentId"] == request.query.get("parentId")]
+        request.json({**self.fixtures["youtube"]["list"], "items": items})
+
+    # ---- Discourse --------------------------------------------------------------------------------------
+
+    def _discourse_post(self, request: Request, rest: str) -> tuple[int, Any]:
+        body = request.json_body()
+        numbers = [p["post_number"] for p in self.published["discourse"] if p["topic_id"] == body["topic_id"]]
+        number = max(numbers + [body.get("reply_to_post_number") or 1, 5]) + 1
+        post = self._publish("discourse", {**copy.deepcopy(self.fixtures["discourse"]["post"]), "id": int(self._id()),
+                                           "topic_id": body["topic_id"], "post_number": number,
+                                           "reply_to_post_number": body.get("reply_to_post_number"),
+                                           "raw": body["raw"], "cooked": f"<p>{_html_escape(body['raw'])}</p>",
+                                           "username": request.headers.get("Api-Username")})
+        return 200, post
+
+    def _discourse_get(self, request: Request, rest: str) -> None:
+        topic = int(rest.split("/")[1])  # t/{id}/posts.json
+        posts = [p if request.query.get("include_raw") else {k: v for k, v in p.items() if k != "raw"}
+                 for p in self.published["discourse"] if p["topic_id"] == topic]
+        request.json({**self.fixtures["discourse"]["topic_posts"], "id": topic, "post_stream": {"posts": posts}})
+
+
+def _html_escape(text: str) -> str:
+    return html.escape(text, quote=False)

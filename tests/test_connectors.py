@@ -88,6 +88,19 @@ def test_http_client_honours_retry_after_and_retries_server_errors(feed_server) 
     assert slept[0] == 2 and len(slept) == 2
 
 
+def test_every_request_carries_the_configured_user_agent_beside_its_own_headers() -> None:
+    """urllib3 drops a pool's default headers once a request names any: Reddit then refuses the generic agent."""
+    from fake_apis import FakeHttpServer
+    with FakeHttpServer({"GET /feed": lambda request: request.json({"ok": True}),
+                         "POST /token": lambda request: request.json({"ok": True})}) as server:
+        client = HttpClient("triage-test/1.0 (care team)")
+        client.get(f"{server.url}/feed", {"Authorization": "Bearer t"})
+        client.get(f"{server.url}/feed")
+        client.request("POST", f"{server.url}/token", fields={"grant_type": "client_credentials"})
+        assert [r.headers["User-Agent"] for r in server.requests] == ["triage-test/1.0 (care team)"] * 3
+        assert server.requests[0].headers["Authorization"] == "Bearer t"
+
+
 def _offsets(settings: Settings, topic: str) -> set[tuple[int, int]]:
     return {(m.partition, m.offset) for m in consume_all(settings, topic, 100_000, timeout_ms=2000)}
 

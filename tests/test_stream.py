@@ -259,8 +259,10 @@ def _seconds(start: dict, end: dict) -> float:
     return (datetime.fromisoformat(end["ts"]) - datetime.fromisoformat(start["ts"])).total_seconds()
 
 
-def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_15_s(harness_factory) -> None:
-    """On noida-db a kill -9 once left the group rebalancing for good: the replacement got nothing."""
+def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_30_s(harness_factory) -> None:
+    """On noida-db a kill -9 once left the group rebalancing for good: the replacement got nothing.
+
+    30 s, not less: a liveness bound (a stuck group never assigns), loose enough for a loaded 2-core machine."""
     h = harness_factory()
     posts = _posts(300, "replace")
     worker = h.start_worker()
@@ -273,7 +275,7 @@ def test_a_killed_worker_is_replaced_and_its_replacement_consumes_within_15_s(ha
     h.wait_for_count(300, 120, "all 300 posts after the replacement started")
     events = _log_events(h.logs / "worker-1.log")
     waited = _seconds(_first(events, "stream started"), _first(events, "partitions assigned"))
-    assert waited < 15, f"the replacement waited {waited:.1f} s for its partitions"
+    assert waited < 30, f"the replacement waited {waited:.1f} s for its partitions"
     assert len(set(h.indexed_ids())) == 300
     assert h.stop_all()[-1] == 0
 

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 import pytest
 
 from apps import alerts
-from apps import analytics
 from apps import desk
 from apps import query
+from apps import service_level
 from cli import report
 from pipeline.batch import Summary, Target
 from cli.main import main
@@ -125,8 +125,13 @@ def test_ordinary_rows_are_unchanged() -> None:
 
 
 def test_other_summaries_and_alerts_show_no_raw_controls(capsys: pytest.CaptureFixture) -> None:
-    figures = {"posts": 1, "unanswered": 1, "overdue": 0, "answered": 0, "answered_within_sla": 0, "sla_share": None}
-    print(analytics.format_service_level({**figures, "by_queue": {f"billing{TITLE}\u202e": figures}}))
+    undecided = {"of": 0, "count": 0, "rate": None}
+    figures = {"cases": 1, "open": 1, "overdue": 0, "answered": 0, "unanswered_by_due": undecided,
+               "unanswered_24h": undecided, "first_response_p50_s": None, "first_response_p90_s": None,
+               "within_sla_share": None, "answered_via": {}}
+    print(service_level.format_service_level({**figures, "as_of": "2026-11-01T06:00:00.000Z", "by_day": {},
+                                              "by_queue": {f"billing{TITLE}\u202e": figures},
+                                              "by_channel": {f"x{NASTY}": figures}}))
     counters = {"records_in": 1, "enriched": 1, "dead_letters": 1, f"topic.{NASTY}": 1,
                 f"dead_letter.bad{CLEAR_SCREEN}\u202e": 1}
     print(report.format_batch_summary(Summary(counters, 1.0, Target("file", "out.jsonl"),

@@ -13,6 +13,10 @@ Semantics, in the order a rule is applied:
   up by that many steps (never above P1).
 - `then.private_channel`, and the `private_channel` section, move the conversation private.
 - `then.stop`: later rules are not evaluated.
+
+The brand's own posts (`author.is_brand`, set by the connectors) are never routed: they answer customers,
+nobody has to answer them, so `route` gives them no queue, priority or deadline, only the mark
+`{"brand": true}` (triage/cases.py counts them as answers).
 """
 from __future__ import annotations
 
@@ -315,6 +319,21 @@ def _posted_at(post: dict[str, Any], now: datetime) -> datetime:
     if created:
         return datetime.fromisoformat(created.replace("Z", "+00:00"))
     return now
+
+
+def is_brand(post: dict[str, Any]) -> bool:
+    """Written by the brand itself or its staff (connectors set `author.is_brand` from sources.yaml and native flags)."""
+    return bool((post.get("author") or {}).get("is_brand"))
+
+
+BRAND_REASON = "the brand's own post: an answer, not routed"
+
+
+def route(rules: Rules, post: dict[str, Any], now: Optional[datetime] = None) -> dict[str, Any]:
+    """The post's `triage` field: the decision for a customer's post, only a mark for the brand's own."""
+    if is_brand(post):
+        return {"brand": True, "reasons": [BRAND_REASON], "rules_version": rules.version}
+    return decide(rules, post, now).as_dict()
 
 
 def decide(rules: Rules, post: dict[str, Any], now: Optional[datetime] = None) -> Decision:

@@ -2,13 +2,14 @@
 
 Runs after the understanding step, inside the same Beam pipeline, so batch and stream route alike.
 The "model" is the rules file; it is re-read when it changes (routing.reload_s), which is how the
-streaming job takes edited rules without a restart.
+streaming job takes edited rules without a restart. The brand's own posts get `{"brand": true}` and no
+queue, priority or deadline (routing.route).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from triage.routing import ReloadingRules, decide
+from triage.routing import ReloadingRules, route
 from pipeline.steps.base import EnrichmentStep, Post
 
 
@@ -23,7 +24,7 @@ class Route(EnrichmentStep[ReloadingRules]):
 
     def enrich(self, posts: Sequence[Post], model: ReloadingRules) -> list[Post]:
         rules = model.current()
-        return [{**post, "triage": decide(rules, post).as_dict()} for post in posts]
+        return [{**post, "triage": route(rules, post)} for post in posts]
 
     def version(self, model: ReloadingRules) -> str:
         return model.rules.version

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
@@ -33,13 +33,14 @@ log = logging.getLogger(__name__)
 REJECTED_TAG = "rejected"
 WRITTEN_TAG = "written"
 _OUTAGE_BACKOFF_S, _OUTAGE_BACKOFF_CAP_S = 1.0, 10.0
+T = TypeVar("T")
 
 
 def _sleep(delay_s: float) -> None:
     time.sleep(delay_s)
 
 
-class _Buffer:
+class BundleBuffer:
     """A bundle's elements with their timestamps and windows, so the ones written in finish_bundle keep them."""
 
     def __init__(self) -> None:
@@ -76,7 +77,7 @@ class _IndexPosts(beam.DoFn):
         self._writer = ElasticsearchBulkWriter(self._es, self.cfg, self.index, wait=self.wait)
 
     def start_bundle(self) -> None:
-        self._buffer = _Buffer()
+        self._buffer = BundleBuffer()
 
     def process(self, item: Item, timestamp: Any = beam.DoFn.TimestampParam,
                 window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
@@ -107,25 +108,30 @@ class _IndexPosts(beam.DoFn):
             yield WindowedValue(item, timestamp, (window,))
 
     def _write_patiently(self, posts: list[Item]) -> list[Rejection]:
-        """The writer's own bounded retries, then, while Elasticsearch stays unavailable, more rounds
-        through `wait` until max_outage_s has passed; then IndexUnavailable fails the bundle."""
-        started = time.monotonic()
-        delays = backoff_delays(1_000_000, _OUTAGE_BACKOFF_S, cap_s=_OUTAGE_BACKOFF_CAP_S)
-        while True:
-            try:
-                return self._writer.write(posts)
-            except IndexUnavailable as exc:
-                waited = time.monotonic() - started
-                if waited >= self.max_outage_s:
-                    raise
-                observability.INDEX_RETRIES.inc()
-                log.warning("elasticsearch unavailable, holding the batch",
-                            extra={"fields": {"posts": len(posts), "waited_s": round(waited),
-                                              "error": redact_text(str(exc))[:200]}})
-                self.wait(min(next(delays), self.max_outage_s - waited))
+        return write_patiently(lambda: self._writer.write(posts), len(posts), self.wait, self.max_outage_s)
 
     def teardown(self) -> None:
         self._es.close()
+
+
+def write_patiently(write: Callable[[], T], size: int, wait: Callable[[float], None], max_outage_s: float) -> T:
+    """`write()` (which makes its own bounded retries), then, while it raises IndexUnavailable, more rounds
+    through `wait` until max_outage_s has passed; then IndexUnavailable fails the bundle. Shared by the posts'
+    writes and every other write of a bundle to Elasticsearch (the cases, triage/case_writer.py)."""
+    started = time.monotonic()
+    delays = backoff_delays(1_000_000, _OUTAGE_BACKOFF_S, cap_s=_OUTAGE_BACKOFF_CAP_S)
+    while True:
+        try:
+            return write()
+        except IndexUnavailable as exc:
+            waited = time.monotonic() - started
+            if waited >= max_outage_s:
+                raise
+            observability.INDEX_RETRIES.inc()
+            log.warning("elasticsearch unavailable, holding the batch",
+                        extra={"fields": {"posts": size, "waited_s": round(waited),
+                                          "error": redact_text(str(exc))[:200]}})
+            wait(min(next(delays), max_outage_s - waited))
 
 
 class WriteToElasticsearch(beam.PTransform):

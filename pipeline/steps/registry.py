@@ -8,17 +8,26 @@ without editing the product; setup.py declares the built-in four.
 Each step declares the post fields it requires and provides. The configured order is checked once
 at start, because a step that reads a field nobody has filled yet does not fail: `steps: [routing,
 language]` used to route every post as if it had no intent.
+
+Outputs are found the same way (group `triage.outputs`): PTransforms that batch and stream apply to the
+posts the index acknowledged, in the same bundle, so that in the stream the offsets are committed only after
+their writes too. The product's own is `cases` (triage/case_writer.py: conversations), which the pipeline
+layer could not import directly. An output is built as `Output(settings, wait=..., max_outage_s=...)` (how to
+wait while Elasticsearch is unavailable, as for the index write) and returns a PCollection of DeadLetters.
 """
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Callable, Optional
 
-from core.config import ConfigError
+import apache_beam as beam
+
+from core.config import ConfigError, Settings
 from core.records import POST_FIELDS
 from pipeline.steps.base import EnrichmentStep
 
 ENTRY_POINT_GROUP = "triage.steps"
+OUTPUT_GROUP = "triage.outputs"
 StepClass = type[EnrichmentStep[Any]]
 
 
@@ -61,3 +70,21 @@ def resolve(names: list[str]) -> list[StepClass]:
                 raise ConfigError("enrichment.steps: " + _missing_field_error(name, field, later, known))
         provided |= set(step.provides)
     return steps
+
+
+def outputs() -> list[tuple[str, type[beam.PTransform]]]:
+    """Every installed output (name, class), in name order, so every run applies them alike."""
+    found = []
+    for point in sorted(entry_points(group=OUTPUT_GROUP), key=lambda p: p.name):
+        output = point.load()
+        if not (isinstance(output, type) and issubclass(output, beam.PTransform)):
+            raise ConfigError(f"output {point.name} ({point.value}) is not a Beam PTransform")
+        found.append((point.name, output))
+    return found
+
+
+def apply_outputs(posts: beam.PCollection, settings: Settings, wait: Optional[Callable[[float], None]] = None,
+                  max_outage_s: float = 0.0) -> list[tuple[str, beam.PCollection]]:
+    """Apply every output to the acknowledged posts; returns (name, its dead letters) per output."""
+    return [(name, posts | f"Output[{name}]" >> output(settings, wait=wait, max_outage_s=max_outage_s))
+            for name, output in outputs()]
