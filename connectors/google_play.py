@@ -7,7 +7,8 @@ to translate the texts (the original is kept in metadata).
 
 A review carries the user's comment (text, stars, reviewer language, app version, device, Android
 version) and, once the team has replied, the developer's comment: such a review is answered
-(`metadata.developer_reply`, `metadata.answered_at`, `reply_state: "answered"`). Play keeps no
+(`metadata.developer_reply`, `metadata.answered_at`, `reply_state: "answered"`), and the reply is also
+delivered as the brand's own post in the review's thread (`<review id>/reply`), which answers its case. Play keeps no
 creation time, only the last change, so `created_at` is the user comment's `lastModified`; a user
 comment changed after the developer's reply was edited since, and carries `edited_at`.
 
@@ -83,7 +84,25 @@ class GooglePlayReviews(ListingSource):
         reviews = answer.get("reviews", []) if isinstance(answer, dict) else None
         if not isinstance(reviews, list):
             raise SourceUnavailable(f"google_play {self.package}: the answer has no reviews list")
-        return Listing([self._entry(raw) for raw in reviews], (answer.get("tokenPagination") or {}).get("nextPageToken"))
+        return Listing([entry for raw in reviews for entry in self._entries(raw)],
+                       (answer.get("tokenPagination") or {}).get("nextPageToken"))
+
+    def _entries(self, raw: Any) -> list[tuple[Optional[Mark], Item]]:
+        """The review, and the developer's reply as the brand's own post in its thread: that is what answers the
+        review's case (triage/cases.py), like a brand reply on any other channel. The mark is the later of the two
+        changes, so a reply written after the review was read is still found (the review itself is not sent again)."""
+        mark, review = self._entry(raw)
+        if not isinstance(review, dict) or not review["metadata"]["developer_reply"]:
+            return [(mark, review)]
+        reply = review["metadata"]["developer_reply"]
+        replied = _seconds(_comment(raw.get("comments"), "developerComment").get("lastModified"))
+        if not (reply.get("text") or "").strip() or replied is None:
+            return [(mark, review)]
+        answer = {"id": f"{review['id']}/reply", "source": self.kind, "text": reply["text"].strip(),
+                  "author": {"name": "developer", "is_brand": True, "role": "developer"}, "created_at": reply["at"],
+                  "thread_id": review["id"], "reply_to_id": review["id"], "metadata": {"package": self.package}}
+        top = max(replied, mark) if mark is not None else replied
+        return [(top, answer), (top, review)]
 
     def _entry(self, raw: Any) -> tuple[Optional[Mark], Item]:
         comments = raw.get("comments") if isinstance(raw, dict) else None

@@ -369,7 +369,7 @@ def test_google_play_gets_a_service_account_token_and_pages_with_next_page_token
     [source] = build(play_entry(play, backfill_pages=2, translation_language="de"))
     poller = Poller(source, settings, tmp_path)
     posts, letters, _ = poller.poll()
-    assert [p["id"] for p in posts] == [f"google_play:gp:AOqpTOH-100{n}" for n in (6, 5, 4, 2, 1)]
+    assert [p["id"] for p in posts] == [f"google_play:gp:AOqpTOH-100{n}" for n in (6, "5/reply", 5, 4, "2/reply", 2, 1)]
     assert [d.reason for d in letters] == ["review has no reviewId or userComment.lastModified"]
     [grant] = play.grants  # type: ignore[attr-defined]  # one token for both pages
     assert grant["grant_type"] == JWT_BEARER and grant["scope"] == "https://www.googleapis.com/auth/androidpublisher"
@@ -381,7 +381,7 @@ def test_google_play_gets_a_service_account_token_and_pages_with_next_page_token
 
     play.publish()
     posts, _, _ = poller.poll()
-    assert [p["id"] for p in posts] == [f"google_play:gp:AOqpTOH-100{n}" for n in (9, 8, 7)]
+    assert [p["id"] for p in posts] == [f"google_play:gp:AOqpTOH-100{n}" for n in (9, "8/reply", 8, 7)]
     assert len(play.grants) == 1  # type: ignore[attr-defined]  # the token is reused until it expires
 
 
@@ -407,6 +407,11 @@ def test_google_play_maps_stars_version_device_and_the_developer_reply(play: Sta
     assert edited["edited_at"] == edited["created_at"] == "2025-11-05T07:36:40Z"  # changed after the reply
     assert edited["metadata"]["reply_state"] == "answered"
     assert regional["lang_hint"] == "de"  # "de_DE"
+    # The developer's reply is also the brand's own post in the review's thread: it answers the review's case.
+    reply = posts["1005/reply"]
+    assert reply["text"] == answered["metadata"]["developer_reply"]["text"]
+    assert reply["author"] == {"name": "developer", "is_brand": True, "role": "developer"}
+    assert reply["thread_id"] == reply["reply_to_id"] == answered["id"] and reply["created_at"] == "2025-11-05T08:40:00Z"
 
 
 def test_google_play_renews_the_token_once_on_401_then_fails_clearly(play: Stand, settings: Settings,
@@ -418,7 +423,7 @@ def test_google_play_renews_the_token_once_on_401_then_fails_clearly(play: Stand
     play.publish()
     play.fail_next(401)
     posts, _, _ = poller.poll()  # a revoked token: renewed once, the page read
-    assert len(posts) == 3 and len(play.grants) == 2  # type: ignore[attr-defined]
+    assert len(posts) == 4 and len(play.grants) == 2  # type: ignore[attr-defined]  # 3 reviews, 1 developer reply
     assert poller.store.state(source.name) != before
 
     before = poller.store.state(source.name)
@@ -441,7 +446,7 @@ def test_google_play_429_waits_as_told_and_keeps_the_checkpoint(play: Stand, set
     with pytest.raises(SourceUnavailable, match=r"failed after 2 retries \(HTTP 429\)"):
         poller.poll()
     assert sleeps == [30.0, 30.0] and poller.store.state(source.name) == before
-    assert [p["id"][-4:] for p in poller.poll()[0]] == ["1009", "1008", "1007"]
+    assert [p["id"].split("-")[-1] for p in poller.poll()[0]] == ["1009", "1008/reply", "1008", "1007"]
 
 
 def test_google_play_a_bad_key_file_stops_the_source_with_a_clear_error(play: Stand, settings: Settings,
@@ -489,3 +494,17 @@ def test_sources_file_accepts_the_three_types_and_names_their_mistakes(tmp_path:
         connect_config.load(str(path))
     message = str(err.value)
     assert "sources.0.khoros.boards.0" in message and "sources.1.app_store.app_id" in message
+
+
+def test_a_review_answered_by_the_developer_is_an_answered_case(play: Stand, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """The conversations issue counts a developer reply as the answer, like a brand reply on any channel."""
+    from triage.cases import merge
+    [source] = build(play_entry(play, backfill_pages=2))
+    posts = {p["id"].rsplit("-", 1)[1]: p for p in Poller(source, settings, tmp_path).poll()[0]}
+    case = None
+    for post in (posts["1005"], posts["1005/reply"]):  # the pipeline routes the customer's review; the reply is the brand's
+        case = merge(case, {**post, "triage": {"queue": "social", "priority": "P3", "due_at": "2025-11-05T16:00:00Z"}}
+                     if not post["author"]["is_brand"] else post)
+    assert case is not None and case["status"] == "answered" and case["answered_via"] == "channel"
+    assert [p["role"] for p in case["posts"]] == ["customer", "brand"] and case["first_response_seconds"] >= 0
