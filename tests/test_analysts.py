@@ -7,16 +7,35 @@ import re
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import SAMPLES, own_names
 from cli.main import main
+from core.clients import elasticsearch_client
 from core.config import Settings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def analysts(live: Settings, run_id: str) -> Iterator[Settings]:
+    """The sample posts in an index of this module's own: other tests add posts, claims and relabels to the shared
+    index, and under `make test` the files run in whatever order the two workers take them."""
+    with own_names({"TRIAGE_ES_INDEX_PREFIX": f"test-{run_id}-analysts"}, kafka=False) as settings:
+        assert main(["batch", "--input", str(SAMPLES), "--output", "es"]) == 0
+        es = elasticsearch_client(settings.elasticsearch)
+        es.indices.refresh(index=[settings.elasticsearch.read_alias, settings.elasticsearch.cases_read_alias])
+        es.close()
+        yield settings
+
+
+@pytest.fixture
+def indexed_samples(analysts: Settings) -> int:
+    return sum(1 for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line.strip())
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
@@ -94,18 +113,18 @@ def _expected_notebook_figures(name: str, posts: list[dict]) -> dict[str, object
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
 def test_notebook_runs_against_the_index_and_matches_direct_counts(notebook: Path, indexed_samples: int,
                                                                    enriched_samples: list[dict], es: Any,
-                                                                   live: Settings, tmp_path: Path) -> None:
+                                                                   analysts: Settings, tmp_path: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "commit notebooks stripped"
     os.environ["TRIAGE_NOTEBOOK_OUTPUT"] = str(tmp_path)
-    es.indices.refresh(index=live.elasticsearch.cases_read_alias)  # the batch's case writes, searchable now
+    es.indices.refresh(index=analysts.elasticsearch.cases_read_alias)  # the batch's case writes, searchable now
     try:
         NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:
         os.environ.pop("TRIAGE_NOTEBOOK_OUTPUT", None)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
     shown = dict(line.split("=", 1) for line in printed.splitlines() if re.match(r"^[a-z_]+=", line))
-    expected = (_expected_case_figures(es, live.elasticsearch.cases_read_alias) if notebook.stem == "service_level"
+    expected = (_expected_case_figures(es, analysts.elasticsearch.cases_read_alias) if notebook.stem == "service_level"
                 else _expected_notebook_figures(notebook.stem, enriched_samples))
     assert {k: json.loads(shown[k]) for k in expected} == expected
     assert list(tmp_path.glob("*.png")), "plots are written to TRIAGE_NOTEBOOK_OUTPUT"
