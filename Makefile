@@ -33,7 +33,7 @@ test: install
 
 ## The fast tests only (under a minute): no Kafka, no Elasticsearch, no transformer model; fake steps and stand-ins.
 test-unit: install
-	$(BIN)/python -m pytest tests -m "not integration and not models" -ra -W ignore::DeprecationWarning
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) -m "not integration and not models" -ra -W ignore::DeprecationWarning
 
 services-up: install
 	$(BIN)/triage services up
