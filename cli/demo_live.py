@@ -81,7 +81,8 @@ class FakeMastodon:
         """A new public status, now; ids grow with time as on a real server (and across demo runs)."""
         status = {"id": str(time.time_ns() // 1000), "created_at": utc_now(), "in_reply_to_id": reply_to,
                   "visibility": "public", "language": "de", "content": f"<p>{text}</p>", "spoiler_text": "",
-                  "url": None, "reblog": None, "edited_at": None, "media_attachments": [], "account": account}
+                  "url": None, "reblog": None, "edited_at": None, "media_attachments": [], "account": account,
+                  "tags": [{"name": tag.lower()} for tag in re.findall(r"#(\w+)", text)]}
         status["url"] = f"{self.url}/@{account['username']}/{status['id']}"
         with self.lock:
             self.statuses.append(status)
@@ -92,6 +93,11 @@ class FakeMastodon:
             statuses = {s["id"]: s for s in self.statuses}
         if path == f"/api/v1/timelines/tag/{TAG}":
             return sorted(statuses.values(), key=lambda s: int(s["id"]), reverse=True)
+        if path == "/api/v1/accounts/lookup":  # the brand account, whose own timeline the connector reads too
+            return BRAND_ACCOUNT
+        if path == f"/api/v1/accounts/{BRAND_ACCOUNT['id']}/statuses":
+            own = [s for s in statuses.values() if s["account"]["id"] == BRAND_ACCOUNT["id"]]
+            return sorted(own, key=lambda s: int(s["id"]), reverse=True)
         context = re.fullmatch(r"/api/v1/statuses/(\d+)/context", path)
         if not context or context.group(1) not in statuses:
             return None

@@ -9,13 +9,15 @@ A reply's thread is its conversation's first status: `in_reply_to_id` names only
 is `ancestors[0]` of `GET /api/v1/statuses/:id/context` (one request per reply, cached by parent for the
 round; if the server cannot say, the parent stands in). `edited_at` is passed on; the stream's `delete`
 events become Deletions and its `status.update` events (edits) are read like new statuses. A token is optional.
+An account timeline read beside hashtags (the brand's, whose replies seldom carry the hashtag) leaves the public
+statuses with one of those hashtags to the hashtag timeline (`leave_tags`), so each is delivered once.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import Any, Iterator, Optional
+from typing import AbstractSet, Any, Iterator, Optional
 from urllib.parse import quote, urlsplit
 
 from connectors.base import Deletion, Malformed
@@ -37,10 +39,11 @@ class MastodonTimeline(ListingSource):
     kind = "mastodon"
 
     def __init__(self, name: str, url: str, timeline: str, every_s: float, http: HttpClient,
-                 token: Optional[str] = None, backfill_pages: int = 1) -> None:
-        """`timeline` is `tag:NAME` or `account:USER@SERVER`."""
+                 token: Optional[str] = None, backfill_pages: int = 1, leave_tags: AbstractSet[str] = frozenset()) -> None:
+        """`timeline` is `tag:NAME` or `account:USER@SERVER`; `leave_tags`: lower-case hashtags read by their own
+        timelines."""
         super().__init__(name, every_s, backfill_pages)
-        self.url, self.timeline, self.http = url.rstrip("/"), timeline, http
+        self.url, self.timeline, self.http, self.leave_tags = url.rstrip("/"), timeline, http, leave_tags
         self.host = urlsplit(self.url).netloc
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._path: Optional[str] = None
@@ -76,7 +79,7 @@ class MastodonTimeline(ListingSource):
         return int(native), self._post(status)
 
     def _post(self, status: dict[str, Any]) -> Item:
-        if status.get("reblog") or status.get("visibility") not in ("public", "unlisted"):
+        if status.get("reblog") or status.get("visibility") not in ("public", "unlisted") or self._left(status):
             return None
         text = html_to_text(status.get("content") or "") or "\n".join(
             m["description"].strip() for m in status.get("media_attachments") or []
@@ -97,6 +100,12 @@ class MastodonTimeline(ListingSource):
                 "thread_id": self.post_id(f"{self.host}:{root}"),
                 "reply_to_id": self.post_id(f"{self.host}:{reply_to}") if reply_to else None,
                 "metadata": {"server": self.host, "timeline": self.timeline}}
+
+    def _left(self, status: dict[str, Any]) -> bool:
+        """A public status with one of `leave_tags` is its hashtag timeline's (unlisted ones are in none)."""
+        return bool(self.leave_tags) and status.get("visibility") == "public" and any(
+            isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"].casefold() in self.leave_tags
+            for t in status.get("tags") or [])
 
     def _root(self, status_id: str, parent: str) -> str:
         """The first status of a reply's conversation, as this server knows it."""

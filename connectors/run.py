@@ -26,7 +26,7 @@ from connectors.reddit import RedditListing, RedditToken
 from connectors.replay import replay
 from connectors.rss import FeedSource
 from connectors.webhook import WebhookReceiver
-from connectors.x import XFilteredStream, XRecentSearch
+from connectors.x import XFilteredStream, XRecentSearch, with_brand_posts
 from connectors.youtube import YouTubeChannelComments
 from core.config import Settings
 from core.redact import redact_text
@@ -39,7 +39,9 @@ def polling_sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bo
     """The sources one configured entry runs, each with its own checkpoint (named `<name>/<listing>`) and the entry's
     `brand_accounts`, which the runner applies to every post (connectors/base.py)."""
     sources = _sources(cfg, http, once)
-    brands = frozenset(brand_key(account) for account in getattr(cfg, "brand_accounts", ()))
+    # A Mastodon account named `user@its.server` appears as plain `user` on its own server: both forms match.
+    keys = [brand_key(account) for account in getattr(cfg, "brand_accounts", ())]
+    brands = frozenset(keys + [key.split("@", 1)[0] for key in keys if "@" in key])
     for source in sources:
         source.brand_accounts = brands
     return sources
@@ -56,11 +58,15 @@ def _sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool) -> 
         return [DiscourseSource(cfg.name, cfg.url, cfg.every_s, http, tuple(cfg.categories), secret(cfg, "api_key_env"),
                                 cfg.api_username, cfg.backfill_pages)]
     if isinstance(cfg, connect_config.MastodonConfig):
-        timelines = [f"tag:{t.lstrip('#')}" for t in cfg.hashtags] + [f"account:{a.lstrip('@')}" for a in cfg.accounts]
+        listed = {brand_key(a) for a in cfg.accounts}  # the brand's replies seldom carry the hashtag: read its statuses
+        accounts = [a.lstrip("@") for a in cfg.accounts] + [b for b in _brand_handles(cfg) if brand_key(b) not in listed]
+        timelines = [f"tag:{t.lstrip('#')}" for t in cfg.hashtags] + [f"account:{a}" for a in accounts]
+        tags = frozenset(t.lstrip("#").casefold() for t in cfg.hashtags)
         sources: list[Source] = []
         for timeline in timelines:
             rest = MastodonTimeline(f"{cfg.name}/{timeline}", cfg.url, timeline, cfg.every_s, http,
-                                    secret(cfg, "token_env"), cfg.backfill_pages)
+                                    secret(cfg, "token_env"), cfg.backfill_pages,
+                                    leave_tags=tags if timeline.startswith("account:") else frozenset())
             stream = cfg.stream and not once and timeline.startswith("tag:")
             sources.append(MastodonHashtagStream(rest, 5.0, cfg.streaming_url) if stream else rest)
         return sources
@@ -70,7 +76,11 @@ def _sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool) -> 
         return [RedditListing(f"{cfg.name}/r/{sub}/{what}", cfg.api_url, sub, what, cfg.every_s, http, token,
                               cfg.backfill_pages) for sub in cfg.subreddits for what in listings]
     if isinstance(cfg, connect_config.XConfig):
-        search = XRecentSearch(cfg.name, cfg.api_url, cfg.query, cfg.every_s, http, secret(cfg, "bearer_token_env") or "",
+        try:  # the brand's replies seldom match the query: read its own tweets too (the stream rule follows)
+            query = with_brand_posts(cfg.query, _brand_handles(cfg))
+        except ValueError as exc:
+            raise connect_config.ConnectConfigError([f"sources: {cfg.name}: query: {exc}"]) from None
+        search = XRecentSearch(cfg.name, cfg.api_url, query, cfg.every_s, http, secret(cfg, "bearer_token_env") or "",
                                cfg.backfill_pages)
         return [XFilteredStream(search, every_s=5.0) if cfg.stream and not once else search]
     if isinstance(cfg, connect_config.FacebookConfig):
@@ -93,6 +103,23 @@ def _sources(cfg: connect_config.SourceConfig, http: HttpClient, once: bool) -> 
                                   PlayToken(secret(cfg, "service_account_file_env") or "", http),
                                   cfg.translation_language, cfg.api_url, cfg.backfill_pages)]
     raise TypeError(f"{type(cfg).__name__} is not a polling source")
+
+
+def _brand_handles(cfg: connect_config.XConfig | connect_config.MastodonConfig) -> list[str]:
+    """The entry's brand accounts a timeline or `from:` can name: handles without `@`, each once. A numeric id still
+    marks the brand's posts but names no account to read: ids are left out, with one warning."""
+    handles: dict[str, str] = {}
+    ids = []
+    for account in cfg.brand_accounts:
+        handle = account.strip().lstrip("@")
+        if handle.isdigit():
+            ids.append(handle)
+        else:
+            handles.setdefault(brand_key(handle), handle)
+    if ids:
+        log.warning("brand account ids are matched but not read; list their handles to read the brand's own posts",
+                    extra={"fields": {"source": cfg.name, "ids": ids}})
+    return list(handles.values())
 
 
 def run(settings: Settings, path: str, only: Optional[list[str]] = None, once: bool = False,

@@ -13,12 +13,16 @@ alt texts, or skipped without them. The quoted post's text travels as `metadata.
 is a new tweet id listing the original first in `edit_history_tweet_ids`: it keeps the original's post id
 and sets `edited_at`, so it replaces the earlier version. A compliance `delete` event on the stream
 (Enterprise apps get them) becomes a Deletion.
+
+The brand's replies answer cases but seldom match the team's query, so with `brand_accounts` the query (and
+with it the stream rule) also reads their own tweets: `(<query>) OR from:<handle> ...` (`with_brand_posts`).
 """
 from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterator, Optional
+import re
+from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import urlencode
 
 from connectors.base import Deletion, Malformed
@@ -32,6 +36,24 @@ FIELDS = {"tweet.fields": "created_at,author_id,conversation_id,lang,referenced_
           "expansions": "author_id,referenced_tweets.id,attachments.media_keys",
           "user.fields": "username,name,public_metrics", "media.fields": "alt_text,type"}
 UNDETERMINED = {"und", "qme", "qht", "qam", "zxx"}  # X's codes for "no language"
+MAX_QUERY_CHARS = 1024  # what sources.yaml allows a query (connectors/config.py); a stream rule's value is the query
+_USERNAME = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+
+
+def with_brand_posts(query: str, handles: Sequence[str]) -> str:
+    """The team's query widened to the brand accounts' own tweets, so their replies are read and answer the cases
+    they are in. `from:` takes usernames (without `@`), never ids. Raises ValueError when a handle is not an X
+    username or the query grows past what X accepts (it would be refused on every poll)."""
+    if not handles:
+        return query
+    unusable = [h for h in handles if not _USERNAME.match(h)]
+    if unusable:
+        raise ValueError(f"brand_accounts {', '.join(unusable)}: not X usernames (letters, digits, _; at most 15)")
+    extended = f"({query}) OR " + " OR ".join(f"from:{h}" for h in handles)
+    if len(extended) > MAX_QUERY_CHARS:
+        raise ValueError(f"with the brand accounts' from: operators the query is {len(extended)} characters, X allows "
+                         f"{MAX_QUERY_CHARS}; shorten the query or list fewer brand_accounts")
+    return extended
 
 
 class XRecentSearch(ListingSource):

@@ -15,13 +15,15 @@ Mastodon `max_id` in a Link header, Reddit `after`, X `since_id`/`next_token`, G
 YouTube `pageToken`. `publish` makes an API's later items appear, `fail_next` queues error answers,
 and the two streaming endpoints send their fixture events, then close the connection. Mastodon's status
 context, YouTube's replies (`comments?parentId=`) and X's `includes` (quoted tweets, media) are answered
-from the same fixtures.
+from the same fixtures. `add_author` gives Mastodon or X an account whose own posts are read only by naming it:
+Mastodon's account timeline (`accounts/lookup`, then `accounts/:id/statuses`), X's `from:USERNAME` in the query.
 """
 from __future__ import annotations
 
 import copy
 import html
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from email.message import Message
@@ -188,6 +190,7 @@ class FakeApis:
             "youtube": copy.deepcopy(f["youtube"]["initial"])}
         self.failures: list[tuple[str, int, dict[str, str]]] = []
         self.rules: list[dict[str, str]] = [{"id": "1", "value": "old query", "tag": "x"}]
+        self.authors: dict[str, dict[str, tuple[dict, list]]] = {"mastodon": {}, "x": {}}  # see add_author
         self.lock = threading.Lock()
         self.hold: Optional[tuple[str, int]] = None  # (api, after this many more requests): answer nothing
         self.holding, self.release = threading.Event(), threading.Event()
@@ -209,6 +212,11 @@ class FakeApis:
                      "reddit/comments": self.fixtures["reddit"]["comments"]["later"],
                      "graph": self.fixtures["facebook"]["posts"]["later"]}.get(api) or self.fixtures[api]["later"]
             self.visible[api] = copy.deepcopy(items if items is not None else later) + self.visible[api]
+
+    def add_author(self, api: str, account: dict[str, Any], posts: list[dict[str, Any]]) -> None:
+        """A Mastodon Account (by `acct`) or X User (by `username`) and its own posts, newest first."""
+        with self.lock:
+            self.authors[api][account["acct" if api == "mastodon" else "username"].casefold()] = (account, copy.deepcopy(posts))
 
     def fail_next(self, api: str, status: int, headers: Optional[dict[str, str]] = None) -> None:
         self.failures.append((api, status, headers or {}))
@@ -273,14 +281,16 @@ class _ApiCall:
 
     def _mastodon(self, rest: str, query: dict, body: bytes) -> None:
         if rest.startswith("api/v1/accounts/lookup"):
-            return self._json({"id": "901", "acct": query.get("acct")})
+            author = self.apis.authors["mastodon"].get((query.get("acct") or "").casefold())
+            return self._json(author[0] if author else {"id": "901", "acct": query.get("acct")})
         if rest.startswith("api/v1/streaming/hashtag"):
             events = [b":thump\n", b"event: delete\ndata: 113400000000000001\n\n"] + [
                 b"event: update\ndata: " + json.dumps(s).encode() + b"\n\n" for s in self.apis.fixtures["mastodon"]["streamed"]]
             return self._stream(events)
         if rest.startswith("api/v1/statuses/") and rest.endswith("/context"):
             return self._json(self._mastodon_context(rest.split("/")[3]))
-        page, following = _page(self.apis.visible["mastodon"], lambda s: s.get("id"), query.get("max_id"))
+        own = {f"api/v1/accounts/{a['id']}/statuses": statuses for a, statuses in self.apis.authors["mastodon"].values()}
+        page, following = _page(own.get(rest, self.apis.visible["mastodon"]), lambda s: s.get("id"), query.get("max_id"))
         path = urlsplit(self.path).path
         link = f'<{self.apis.url}{path}?limit=40&max_id={following}>; rel="next"' if following else ""
         self._json(page, headers={"Link": link, "X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
@@ -289,6 +299,7 @@ class _ApiCall:
     def _mastodon_context(self, status_id: str) -> dict[str, list]:
         """`GET /api/v1/statuses/:id/context`: the chain of parents up to the first status, oldest first."""
         statuses = {s.get("id"): s for s in self.apis.visible["mastodon"]}
+        statuses.update({s.get("id"): s for _, own in self.apis.authors["mastodon"].values() for s in own})
         ancestors, parent = [], (statuses.get(status_id) or {}).get("in_reply_to_id")
         while parent and parent in statuses and len(ancestors) < len(statuses):
             ancestors.insert(0, statuses[parent])
@@ -309,6 +320,8 @@ class _ApiCall:
 
     def _x(self, rest: str, query: dict, body: bytes) -> None:
         users = {u["id"]: u for u in self.apis.fixtures["x"]["users"]}
+        named = [self.apis.authors["x"].get(n.casefold()) for n in re.findall(r"\bfrom:(\w+)", query.get("query") or "")]
+        users.update({user["id"]: user for user, _ in filter(None, named)})
         if rest == "2/tweets/search/stream/rules":
             if self.command == "POST":
                 change = json.loads(body)
@@ -326,7 +339,8 @@ class _ApiCall:
             lines += [json.dumps(event).encode() + b"\r\n" for event in self.apis.fixtures["x"].get("stream_compliance", [])]
             return self._stream(lines)
         since = int(query.get("since_id") or 0)
-        newer = [t for t in self.apis.visible["x"] if int(t["id"]) > since]
+        pool = self.apis.visible["x"] + [t for _, tweets in filter(None, named) for t in tweets]
+        newer = [t for t in (sorted(pool, key=lambda t: -int(t["id"])) if any(named) else pool) if int(t["id"]) > since]
         page, following = _page(newer, lambda t: t["id"], query.get("next_token"))
         meta: dict[str, Any] = {"result_count": len(page)}
         if page:
@@ -386,6 +400,10 @@ class FakeChannels:
     publishes nothing;
     ("publish_then", status) publishes and then answers that error (a gateway 502 after the backend wrote it);
     ("publish_then_hang",) publishes and never answers (the kill -9 test). Then POSTs are accepted again.
+    Mastodon also serves what its connector reads, so a reply can be read back: the statuses in
+    `mastodon_timeline` (customers' statuses a test adds) and the replies published, public ones only, one page newest
+    first, on the tag timeline (those with the tag) and the account timeline (`accounts/lookup` knows the brand's
+    account and the customers'), as `GET /api/v1/timelines/tag/:hashtag` and `/api/v1/accounts/:id/statuses` do.
     """
 
     APIS = ("x", "mastodon", "reddit", "graph", "youtube", "discourse")
@@ -397,6 +415,7 @@ class FakeChannels:
         self.published: dict[str, list[dict[str, Any]]] = {api: [] for api in (*self.APIS, "x_dm", "reddit_pm")}
         self.scripts: dict[str, list[tuple]] = {api: [] for api in self.APIS}
         self.idempotency: dict[str, dict[str, Any]] = {}
+        self.mastodon_timeline: list[dict[str, Any]] = []
         self.released = threading.Event()
         self._lock = threading.Lock()
         self._next = 1000
@@ -505,6 +524,18 @@ class FakeChannels:
         return 200, status
 
     def _mastodon_get(self, request: Request, rest: str) -> None:
+        public = sorted((s for s in self.mastodon_timeline + self.published["mastodon"] if s["visibility"] == "public"),
+                        key=lambda s: int(s["id"]), reverse=True)
+        if rest.startswith("api/v1/timelines/tag/"):
+            tag = rest.split("/")[4].casefold()
+            return request.json([s for s in public if tag in {t["name"].casefold() for t in s.get("tags") or []}])
+        if rest == "api/v1/accounts/lookup":
+            accounts = [self.fixtures["mastodon"]["status"]["account"]] + [s["account"] for s in self.mastodon_timeline]
+            acct = request.query.get("acct", "").casefold()
+            found = next((a for a in accounts if a["acct"].casefold() == acct), None)
+            return request.json(found or {"error": "Record not found"}, 200 if found else 404)
+        if rest.startswith("api/v1/accounts/"):  # api/v1/accounts/:id/statuses
+            return request.json([s for s in public if s["account"]["id"] == rest.split("/")[3]])
         status_id = rest.split("/")[3]  # api/v1/statuses/:id/context
         request.json({"ancestors": [], "descendants": [s for s in self.published["mastodon"]
                                                        if s["in_reply_to_id"] == status_id]})

@@ -1,7 +1,9 @@
 """Conversations (cases): the case of a post, merging posts into a case, the case writer, and one batch run.
 
 The logic tests route their posts with the shipped rules (triage/rules/telecom-de.yaml), so due times are the
-ones the SLA rules give. The last test runs `triage batch` and `triage reprocess` against Elasticsearch.
+ones the SLA rules give. The two integration tests run against Elasticsearch: one conversation through
+`triage batch` and `triage reprocess`; and a reply sent with `triage reply` to a fake Mastodon server
+(tests/fake_apis.py::FakeChannels), read back by the connector and batched, which answers its case `via product`.
 """
 from __future__ import annotations
 
@@ -408,3 +410,103 @@ def test_a_conversation_through_batch_and_reprocess_counts_every_post_once(live:
         assert not client.indices.exists_index_template(name=cfg.cases_read_alias)
     finally:
         client.close()
+
+
+# ---- a reply sent from the product comes back through the connector and answers the case ---------------------
+
+def _customer_status(channels: Any, native: str, text: str, created_at: str) -> dict[str, Any]:
+    """A customer's public status with #telco in Mastodon's Status format (the brand's template, a customer's
+    account)."""
+    template = channels.fixtures["mastodon"]["status"]
+    return {**template, "id": native, "created_at": created_at, "in_reply_to_account_id": None, "application": None,
+            "content": f"<p>{text} #telco</p>", "tags": [{"name": "telco", "url": "https://social.example/tags/telco"}],
+            "uri": f"https://social.example/users/kunde9/statuses/{native}",
+            "url": f"https://social.example/@kunde9/{native}",
+            "account": {**template["account"], "id": "109000000000000042", "username": "kunde9", "acct": "kunde9",
+                        "display_name": "Kundin Neun", "url": "https://social.example/@kunde9"}}
+
+
+@pytest.mark.integration
+def test_a_reply_sent_with_triage_reply_comes_back_through_the_connector_and_answers_the_case(
+        live: Settings, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import yaml
+
+    from cli.main import main
+    from conftest import own_names
+    from connectors import run as connectors_run
+    from connectors.testing import ListSink
+    from core.clients import elasticsearch_client
+    from fake_apis import FakeChannels
+
+    monkeypatch.setenv("MASTODON_REPLY_TOKEN", "masto-user-token")
+    with FakeChannels() as channels:
+        sources = tmp_path / "sources.yaml"
+        sources.write_text(yaml.safe_dump({"checkpoint_db": str(tmp_path / "connectors.sqlite"), "sources": [
+            {"type": "mastodon", "name": "masto", "url": f"{channels.url}/mastodon", "hashtags": ["telco"],
+             "brand_accounts": ["telco_hilft"],
+             "reply_accounts": [{"account": "telco_hilft@social.example", "token_env": "MASTODON_REPLY_TOKEN"}]}]}))
+        host = channels.url.split("//")[1]
+        channels.mastodon_timeline.append(_customer_status(channels, "11340001", "Seit heute früh kein Internet. "
+                                                           "Wann geht es wieder?", "2026-12-02T08:30:00.000Z"))
+
+        env = {"TRIAGE_ES_INDEX_PREFIX": f"test-{run_id}-reply", "TRIAGE_ENRICHMENT__STEPS": "[language, pii]",
+               "TRIAGE_REPLIES__LEDGER_DB": str(tmp_path / "replies.sqlite")}
+        with own_names(env, kafka=False) as settings:
+            cfg = settings.elasticsearch
+            es = elasticsearch_client(cfg)
+
+            def connect_once(name: str) -> Path:
+                """One pass of the connector (checkpoints kept between passes) into a JSONL for `triage batch`."""
+                sink = ListSink()
+                with ThreadPoolExecutor(1) as pool:  # off the main thread: the runner leaves pytest's signals alone
+                    counts = pool.submit(connectors_run.run, settings, str(sources), once=True, sink=sink).result(60)
+                assert -1 not in counts.values() and sum(counts.values()) == len(sink.posts) and not sink.dead_letters
+                delivered = tmp_path / name
+                delivered.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in sink.posts),
+                                     encoding="utf-8")
+                return delivered
+
+            def cases() -> dict[str, dict[str, Any]]:
+                es.indices.refresh(index=cfg.cases_read_alias)
+                return {h["_id"]: h["_source"] for h in es.search(index=cfg.cases_read_alias, size=100)["hits"]["hits"]}
+
+            def batch(source: Path, summary: str) -> dict[str, int]:
+                assert main(["batch", "--input", str(source), "--output", "es", "--summary-json",
+                             str(tmp_path / summary)]) == 0
+                return json.loads((tmp_path / summary).read_text())["counters"]
+
+            try:
+                customer = f"mastodon:{host}:11340001"
+                first = connect_once("customer.jsonl")
+                assert [json.loads(line)["id"] for line in first.read_text().splitlines()] == [customer]
+                batch(first, "customer.json")
+                [(case_id, case)] = cases().items()
+                assert (case["status"], case["last_customer_post_id"], case["answered_at"]) == ("new", customer, None)
+
+                assert main(["reply", case_id, "--text", "Danke! Die Störung ist seit 09:00 behoben.", "--yes",
+                             "--sources", str(sources)]) == 0
+                [published] = channels.published["mastodon"]
+                reply_id = f"mastodon:{host}:{published['id']}"
+                assert published["in_reply_to_id"] == "11340001" and published["visibility"] == "public"
+                recorded = cases()[case_id]
+                assert (recorded["product_reply_ids"], recorded["status"]) == ([reply_id], "new")  # not answered yet
+
+                read_back = connect_once("reply.jsonl")
+                [brand_post] = [json.loads(line) for line in read_back.read_text().splitlines()]
+                assert (brand_post["id"], brand_post["thread_id"]) == (reply_id, customer)
+                assert brand_post["author"]["is_brand"] is True
+                assert batch(read_back, "reply.json")["cases_updated"] == 1
+                answered = cases()[case_id]
+                assert (answered["status"], answered["answered_via"], answered["answered_at"]) == (
+                    "answered", "product", published["created_at"])
+                assert answered["first_response_seconds"] == 1800.0  # 08:30 -> 09:00
+                assert (answered["customer_posts"], answered["brand_posts"], answered["reopened"]) == (1, 1, 0)
+                assert [p["id"] for p in answered["posts"]] == [customer, reply_id]
+                CASE_SCHEMA.validate(answered)
+
+                assert batch(read_back, "again.json")["cases_updated"] == 0  # the same delivery again
+                assert cases() == {case_id: answered}
+            finally:
+                es.close()

@@ -262,6 +262,15 @@ def test_polling_sources_carry_the_entrys_brand_accounts() -> None:
     assert source.brand_accounts == {"telcohilfe", "team_anna"}
 
 
+def test_a_mastodon_brand_account_named_with_its_server_matches_its_local_handle() -> None:
+    """README asks for `user@server`; on its own server Mastodon calls the account plain `user`."""
+    cfg = connect_config.ConnectConfig.model_validate({"sources": [
+        {"type": "mastodon", "name": "masto", "url": "https://social.example", "hashtags": ["telco"],
+         "brand_accounts": ["@Telco_Hilft@social.example"]}]}).sources[0]
+    brands = polling_sources(cfg, HttpClient("triage-tests"))[0].brand_accounts
+    assert {"telco_hilft", "telco_hilft@social.example"} <= brands and "someone_else@social.example" not in brands
+
+
 def test_connect_marks_the_brand_accounts_named_in_sources_yaml(settings: Settings, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from fake_apis import FakeApis

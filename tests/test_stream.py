@@ -373,3 +373,46 @@ def test_an_outage_longer_than_the_poll_interval_keeps_the_worker_in_its_group(h
     assert not [e for e in events if e.get("event") == "partitions revoked"], "no rebalance"
     assert len([e for e in events if e.get("event") == "partitions assigned"]) == 1
     assert h.stop_all() == [0]
+
+
+@one_server
+def test_a_redelivered_conversation_leaves_its_case_as_it_was(harness_factory) -> None:
+    """Two customer posts and the brand's answer in one thread make one answered case; the whole batch delivered
+    again (a producer retry, a replayed topic) is counted once: the case is not even rewritten."""
+    from triage.cases import case_key
+    h = harness_factory()
+    author = {"id": "u1", "handle": "kunde_u1", "name": "Kim Kunde"}
+    conversation = [
+        {"id": "twitter:5001", "source": "twitter", "text": "Seit heute früh geht mein Internet nicht.",
+         "created_at": "2026-11-23T09:00:00Z", "thread_id": "twitter:5001", "author": author},
+        {"id": "twitter:5002", "source": "twitter", "text": "Hallo? Immer noch kein Internet!",
+         "created_at": "2026-11-23T09:05:00Z", "thread_id": "twitter:5001", "reply_to_id": "twitter:5001",
+         "author": author},
+        {"id": "twitter:5003", "source": "twitter", "text": "Das tut uns leid, wir schauen sofort nach.",
+         "created_at": "2026-11-23T09:20:00Z", "thread_id": "twitter:5001", "reply_to_id": "twitter:5002",
+         "author": {"id": "b1", "handle": "TelcoHilfe", "is_brand": True}}]
+    batch = [(p["id"], json.dumps(p, ensure_ascii=False).encode()) for p in conversation]
+    cfg = h.settings.elasticsearch
+    case_id = case_key(conversation[0]).case_id
+
+    def case() -> dict[str, Any]:
+        h.es.indices.refresh(index=cfg.cases_read_alias)
+        found = h.es.options(ignore_status=404).get(index=cfg.cases_read_alias, id=case_id)
+        return found.body if found.get("found") else {}
+
+    h.start_worker()
+    h.produce(batch)
+    wait_until(lambda: len(case().get("_source", {}).get("posts", [])) == 3, 120, "the case with all three posts")
+    first = case()
+    answered = first["_source"]
+    assert (answered["customer_posts"], answered["brand_posts"], answered["status"]) == (2, 1, "answered")
+    assert (answered["first_response_seconds"], answered["answered_via"]) == (1200.0, "channel")
+
+    h.produce(batch)  # the same three records again
+    status = lambda: group_status(h.settings.kafka, h.settings.stream.group_id, [h.settings.kafka.topics.raw])
+    wait_until(lambda: status().lag == 0, 60, "the redelivered records committed (after their case writes)")
+    again = case()
+    assert (again["_source"]["customer_posts"], again["_source"]["brand_posts"], again["_source"]["status"],
+            again["_source"]["first_response_seconds"]) == (2, 1, "answered", 1200.0)
+    assert again == first  # same document, same _seq_no: nothing was written
+    assert h.count() == 3 and h.stop_all() == [0]
