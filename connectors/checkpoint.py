@@ -12,20 +12,17 @@ item a source lists every round is dead-lettered once).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterable
+
+from connectors.local_db import open_local_db
 
 
 class CheckpointStore:
     def __init__(self, path: str) -> None:
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(Path(path).expanduser()), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        self._db.executescript("""
-            PRAGMA journal_mode=WAL;
+        self._db = open_local_db(path, """
             CREATE TABLE IF NOT EXISTS position (source TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS delivered (source TEXT NOT NULL, post_id TEXT NOT NULL, at REAL NOT NULL,
                                                   PRIMARY KEY (source, post_id));

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
+from connectors.local_db import open_local_db
 from connectors.replies.base import ReplyError, Sent, Uncertain
 from core.retry import backoff_delays
 
@@ -40,11 +39,8 @@ def idempotency_key(case_id: str, target: str, text: str) -> str:
 
 class ReplyLedger:
     def __init__(self, path: str) -> None:
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(Path(path).expanduser()), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        self._db.executescript("""
-            PRAGMA journal_mode=WAL;
+        self._db = open_local_db(path, """
             CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, state TEXT NOT NULL, remote_id TEXT,
                                                 post_id TEXT, updated REAL NOT NULL);
         """)
