@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
@@ -29,7 +28,7 @@ from google.oauth2 import service_account
 
 from connectors.base import Malformed
 from connectors.http import HttpClient, SourceUnavailable, json_body
-from connectors.listing import Item, Listing, ListingSource, Mark
+from connectors.listing import Item, Listing, ListingSource, Mark, epoch_mark
 
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 PAGE_SIZE = 100
@@ -91,42 +90,28 @@ class GooglePlayReviews(ListingSource):
         """The review, and the developer's reply as the brand's own post in its thread: that is what answers the
         review's case (triage/cases.py), like a brand reply on any other channel. The mark is the later of the two
         changes, so a reply written after the review was read is still found (the review itself is not sent again)."""
-        mark, review = self._entry(raw)
-        if not isinstance(review, dict) or not review["metadata"]["developer_reply"]:
-            return [(mark, review)]
-        reply = review["metadata"]["developer_reply"]
-        replied = _seconds(_comment(raw.get("comments"), "developerComment").get("lastModified"))
-        if not (reply.get("text") or "").strip() or replied is None:
-            return [(mark, review)]
-        answer = {"id": f"{review['id']}/reply", "source": self.kind, "text": reply["text"].strip(),
-                  "author": {"name": "developer", "is_brand": True, "role": "developer"}, "created_at": reply["at"],
-                  "thread_id": review["id"], "reply_to_id": review["id"], "metadata": {"package": self.package}}
-        top = max(replied, mark) if mark is not None else replied
-        return [(top, answer), (top, review)]
-
-    def _entry(self, raw: Any) -> tuple[Optional[Mark], Item]:
         comments = raw.get("comments") if isinstance(raw, dict) else None
         user = _comment(comments, "userComment")
         modified = _seconds(user.get("lastModified"))
         review_id = raw.get("reviewId") if isinstance(raw, dict) else None
         if not isinstance(review_id, str) or not review_id or modified is None:
-            return modified, Malformed(f"google_play:{self.package}", "review has no reviewId or userComment.lastModified",
-                                       json.dumps(raw).encode())
+            return [(modified, Malformed(f"google_play:{self.package}",
+                                         "review has no reviewId or userComment.lastModified", json.dumps(raw).encode()))]
         title, tab, body = (user.get("text") or "").partition("\t")  # "title\tbody"; "\tbody" without a title
         title, body = (title, body) if tab else ("", title)
         if not body.strip():
-            return modified, None
+            return [(modified, None)]
         developer = _comment(comments, "developerComment")
         replied = _seconds(developer.get("lastModified"))
-        reply = {"text": developer.get("text"), "at": _utc(replied)} if developer else None
+        reply = {"text": developer.get("text"), "at": epoch_mark(replied)} if developer else None
         language = (user.get("reviewerLanguage") or "").replace("-", "_").split("_")[0].lower()
         review = self.post_id(review_id)
-        return modified, {
+        post = {
             "id": review, "source": self.kind, "text": body.strip(), "title": title.strip() or None,
             "url": "https://play.google.com/store/apps/details?" + urlencode({"id": self.package, "reviewId": review_id}),
             "author": {"name": raw.get("authorName") or None, "is_brand": False},
-            "created_at": _utc(modified),
-            "edited_at": _utc(modified) if replied is not None and modified > replied else None,
+            "created_at": epoch_mark(modified),
+            "edited_at": epoch_mark(modified) if replied is not None and modified > replied else None,
             "lang_hint": language if 2 <= len(language) <= 3 and language.isalpha() else None,
             "thread_id": review,
             "metadata": {"package": self.package, "rating": user.get("starRating"),
@@ -135,6 +120,12 @@ class GooglePlayReviews(ListingSource):
                          "thumbs_up": user.get("thumbsUpCount"), "original_text": user.get("originalText"),
                          "developer_reply": reply, "answered_at": reply["at"] if reply else None,
                          "reply_state": "answered" if reply else "unanswered"}}
+        if reply is None or replied is None or not (reply["text"] or "").strip():
+            return [(modified, post)]
+        answer = {"id": f"{review}/reply", "source": self.kind, "text": reply["text"].strip(),
+                  "author": {"name": "developer", "is_brand": True, "role": "developer"}, "created_at": reply["at"],
+                  "thread_id": review, "reply_to_id": review, "metadata": {"package": self.package}}
+        return [(max(replied, modified), answer), (max(replied, modified), post)]
 
 
 def _comment(comments: Any, kind: str) -> dict[str, Any]:
@@ -148,6 +139,3 @@ def _seconds(timestamp: Any) -> Optional[int]:
     seconds = timestamp.get("seconds") if isinstance(timestamp, dict) else None
     return int(seconds) if isinstance(seconds, (int, str)) and str(seconds).isdigit() else None
 
-
-def _utc(seconds: Optional[int]) -> Optional[str]:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)) if seconds is not None else None

@@ -78,25 +78,30 @@ class HttpClient:
     def get(self, url: str, headers: Optional[dict[str, str]] = None) -> Response:
         return self.request("GET", url, headers)
 
-    def with_user_agent(self, headers: Optional[dict[str, str]]) -> dict[str, str]:
+    def send_once(self, method: str, url: str, headers: Optional[dict[str, str]] = None,
+                  fields: Optional[dict[str, str]] = None, body: Optional[bytes] = None) -> Response:
+        """One attempt, no retry: for a request that must not be repeated blindly (publishing a reply).
+        `fields` are sent form-encoded (OAuth token requests), `body` as it is. Raises urllib3's HTTPError when no
+        answer came."""
+        if fields is not None:
+            raw = self.pool.request_encode_body(method, url, fields=fields, headers=self._with_user_agent(headers),
+                                                encode_multipart=False)
+        else:
+            raw = self.pool.request(method, url, headers=self._with_user_agent(headers), body=body, redirect=True)
+        return Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
+
+    def _with_user_agent(self, headers: Optional[dict[str, str]]) -> dict[str, str]:
         """Our User-Agent on every request (urllib3 drops a pool's default headers once a request names any;
         Reddit and others refuse the generic one), plus the request's own."""
         return {"User-Agent": self.user_agent, **(headers or {})}
 
     def request(self, method: str, url: str, headers: Optional[dict[str, str]] = None,
                 fields: Optional[dict[str, str]] = None, body: Optional[bytes] = None) -> Response:
-        """A request with retries on 429/5xx/network errors; pauses when the rate-limit budget is spent.
-
-        `fields` are sent form-encoded (OAuth token requests), `body` as it is."""
+        """`send_once` with retries on 429/5xx/network errors; pauses when the rate-limit budget is spent."""
         delays = backoff_delays(self.max_retries, self.backoff_s)
         while True:
             try:
-                if fields is not None:
-                    raw = self.pool.request_encode_body(method, url, fields=fields, headers=self.with_user_agent(headers),
-                                                        encode_multipart=False)
-                else:
-                    raw = self.pool.request(method, url, headers=self.with_user_agent(headers), body=body, redirect=True)
-                response = Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
+                response = self.send_once(method, url, headers, fields, body)
             except urllib3.exceptions.HTTPError as exc:
                 response, cause = None, type(exc).__name__
             else:
@@ -123,7 +128,7 @@ class HttpClient:
 
         Raises SourceUnavailable when the stream cannot be opened; a stalled stream (no byte, not even a
         heartbeat, for `read_timeout_s`) raises a urllib3 timeout, and the caller reconnects."""
-        raw = self.pool.request("GET", url, headers=self.with_user_agent(headers), preload_content=False,
+        raw = self.pool.request("GET", url, headers=self._with_user_agent(headers), preload_content=False,
                                 timeout=urllib3.Timeout(connect=10.0, read=read_timeout_s))
         if raw.status != 200:
             raw.drain_conn()

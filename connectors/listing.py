@@ -91,3 +91,11 @@ def utc_mark(timestamp: object) -> Optional[str]:
     except ValueError:
         return None
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if parsed.tzinfo else None
+
+
+def epoch_mark(epoch: object) -> Optional[str]:
+    """Seconds since 1970 (Reddit's `created_utc`, Play's Timestamp seconds) in the format of `utc_mark`;
+    None for anything else (Reddit's `edited` is `false` when a post was never edited)."""
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

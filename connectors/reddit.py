@@ -18,16 +18,12 @@ from typing import Any, Optional
 
 from connectors.base import Deletion, Malformed
 from connectors.http import HttpClient, json_body
-from connectors.listing import Item, Listing, ListingSource, Mark
+from connectors.listing import Item, Listing, ListingSource, Mark, epoch_mark
 
 PAGE_SIZE = 100
 GONE = {"[deleted]", "[removed]"}
 ROLES = {"moderator", "admin"}  # `distinguished` values that speak for the community's owners
 
-
-def _utc(epoch: Any) -> Optional[str]:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) \
-        if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None
 
 
 class RedditToken:
@@ -95,7 +91,7 @@ class RedditListing(ListingSource):
                 "title": title, "url": f"https://www.reddit.com{data['permalink']}" if data.get("permalink") else None,
                 "author": {"handle": data.get("author"), "name": data.get("author"), "id": data.get("author_fullname"),
                            "is_brand": True if role else None, "role": role},
-                "created_at": _utc(data.get("created_utc")), "edited_at": _utc(data.get("edited")),
+                "created_at": epoch_mark(data.get("created_utc")), "edited_at": epoch_mark(data.get("edited")),
                 "thread_id": self.post_id(thread) if thread else None,
                 "reply_to_id": self.post_id(data["parent_id"]) if kind == "t1" and data.get("parent_id") else None,
                 "metadata": metadata}

@@ -124,7 +124,7 @@ class ReplyClient(ABC):
     def get(self, url: str, what: str, headers: dict[str, str]) -> Any:
         """A lookup: reads are retried by the HTTP client like the connectors' (429, 5xx, Retry-After)."""
         try:
-            return json_body(self.http.get(url, {**self.http.pool.headers, **headers}), what)
+            return json_body(self.http.get(url, headers), what)
         except SourceUnavailable as exc:
             raise ReplyError(self._explained(str(exc))) from None
 
@@ -155,17 +155,13 @@ class ReplyClient(ABC):
 
     def _send(self, url: str, what: str, headers: dict[str, str], body: Optional[Any],
               fields: Optional[dict[str, str]]) -> Response:
-        headers = self.http.with_user_agent(headers)  # the connectors' User-Agent (Reddit refuses the generic one)
+        payload = None if fields is not None else json.dumps(body).encode()
+        if payload is not None:
+            headers = {**headers, "Content-Type": "application/json"}
         try:
-            if fields is not None:
-                raw = self.http.pool.request_encode_body("POST", url, fields=fields, headers=headers,
-                                                         encode_multipart=False)
-            else:
-                raw = self.http.pool.request("POST", url, body=json.dumps(body).encode(),
-                                             headers={**headers, "Content-Type": "application/json"})
+            return self.http.send_once("POST", url, headers, fields=fields, body=payload)
         except urllib3.exceptions.HTTPError as exc:
             raise Uncertain(f"{what}: no answer ({type(exc).__name__})") from None
-        return Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
 
     def _explained(self, message: str) -> str:
         """An API error; on 401/403 it names the variable whose token to renew (never the token)."""
