@@ -20,7 +20,7 @@ import schemas
 from core.config import ConfigError, Settings, load_settings
 from core.timestamps import utc_iso
 from triage import case_writer
-from triage.case_writer import CaseStore
+from triage.case_writer import CasesIndex
 from triage.cases import case_key, merge, merge_all
 from triage.routing import load_rules, route
 
@@ -238,8 +238,8 @@ class FakeCases:
         pass
 
 
-def _store(settings: Settings, fake: FakeCases) -> CaseStore:
-    return CaseStore(fake, settings.elasticsearch, wait=lambda _: None)  # type: ignore[arg-type]
+def _store(settings: Settings, fake: FakeCases) -> CasesIndex:
+    return CasesIndex(fake, settings.elasticsearch, wait=lambda _: None)  # type: ignore[arg-type]
 
 
 def test_the_writer_rereads_on_a_conflict_and_keeps_what_the_other_writer_added(settings: Settings) -> None:
@@ -389,7 +389,7 @@ def test_a_conversation_through_batch_and_reprocess_counts_every_post_once(live:
 
             # The brand answers again while `triage reply` records its reply id between our read and our write:
             # the index refuses the stale write (409), the writer reads again, and neither change is lost.
-            store, key = CaseStore(es, cfg, wait=lambda _: None), case_key(post(1, 0))
+            store, key = CasesIndex(es, cfg, wait=lambda _: None), case_key(post(1, 0))
             write = store._write
 
             def reply_recorded_first(writes: Any) -> Any:

@@ -38,14 +38,13 @@ from core.redact import redact_url
 from core.retry import backoff_delays
 from core.timestamps import utc_now
 from pipeline.enrich import SUMMARY_NAMESPACE
-from pipeline.io.elasticsearch import IndexUnavailable
+from pipeline.io.elasticsearch import RETRYABLE_STATUS, IndexUnavailable
 from pipeline.io.write import BundleBuffer, write_patiently
 from triage.cases import Case, CaseKey, Post, case_key, merge_all
 
 log = logging.getLogger(__name__)
 REASON_CODE = "case_write_failed"
 _ATTEMPTS = 8  # read-merge-write rounds per flush before a case that keeps changing becomes dead letters
-_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 Groups = dict[str, tuple[CaseKey, list[Post]]]
 
 
@@ -53,7 +52,7 @@ class CasesIndexMissing(RuntimeError):
     """The cases index (its write alias) does not exist: `triage setup` creates it."""
 
 
-class CaseStore:
+class CasesIndex:
     """Reads and writes case documents with optimistic concurrency; `update` merges posts into their cases."""
 
     def __init__(self, es: Elasticsearch, cfg: ElasticsearchSettings, wait: Callable[[float], None],
@@ -103,7 +102,7 @@ class CaseStore:
             status = result.get("status", 500)
             if status < 300:
                 written += 1
-            elif status == 409 or status in _RETRYABLE_STATUS:  # changed since we read it, or throttled
+            elif status == 409 or status in RETRYABLE_STATUS:  # changed since we read it, or throttled
                 retry[cid] = pending[cid]
                 throttled = throttled or status != 409
             else:
@@ -137,7 +136,7 @@ class CaseStore:
                 return call()
             except (TransportConnectionError, ConnectionTimeout, ApiError) as exc:
                 status = getattr(exc, "status_code", None)
-                if isinstance(exc, ApiError) and status not in _RETRYABLE_STATUS:
+                if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:
                     raise IndexUnavailable(f"cases request refused: HTTP {status} {exc.error}") from exc
                 delay = next(delays, None)
                 if delay is None:
@@ -157,7 +156,7 @@ class _UpdateCases(beam.DoFn):
 
     def setup(self) -> None:  # no request here: a failure to reach Elasticsearch is the index write's to report
         self._es = elasticsearch_client(self.cfg)
-        self._store = CaseStore(self._es, self.cfg, self.wait, self.max_outage_s)
+        self._store = CasesIndex(self._es, self.cfg, self.wait, self.max_outage_s)
 
     def start_bundle(self) -> None:
         self._buffer = BundleBuffer()

@@ -33,7 +33,7 @@ from core.redact import redact_url
 from core.retry import backoff_delays
 
 log = logging.getLogger(__name__)
-_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 # Replace the document, keeping the fields named in params.keep (the agents' own) as they are. A deleted post stays
 # deleted: a redelivery, a replay or a post written after its deletion in the same stream bundle changes nothing.
 _REPLACE_KEEPING = ("if (ctx._source.containsKey('deleted_at') && ctx._source.deleted_at != null) { ctx.op = 'noop'; } "
@@ -126,13 +126,13 @@ class ElasticsearchBulkWriter:
                 results = self._bulk(pending)
             except (TransportConnectionError, ConnectionTimeout, ApiError) as exc:
                 status = getattr(exc, "status_code", None)
-                if isinstance(exc, ApiError) and status not in _RETRYABLE_STATUS:
+                if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:
                     raise IndexUnavailable(f"bulk request refused: HTTP {status} {exc.error}") from exc
                 cause = f"HTTP {status}" if status else type(exc).__name__
             else:
                 retry = []
                 for post, result in zip(pending, results):
-                    if result["status"] in _RETRYABLE_STATUS:
+                    if result["status"] in RETRYABLE_STATUS:
                         retry.append(post)
                     elif result["status"] >= 300:
                         rejected.append(Rejection(post, _rejection_reason(result.get("error", {}))))
