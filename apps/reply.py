@@ -52,8 +52,10 @@ class ElasticsearchCases:
     """Cases in the cases index (read alias), authors in the private posts index; updates guarded by
     `if_seq_no`/`if_primary_term` and retried on 409, so the case writer's changes and ours never overwrite."""
 
-    def __init__(self, es: Any, cfg: ElasticsearchSettings) -> None:
-        self.es, self.cfg = es, cfg
+    def __init__(self, es: Any, cfg: ElasticsearchSettings, refresh: Any = "wait_for") -> None:
+        """`refresh`: of each update; "wait_for" lets the next search see it (the desk's), False does not wait (the
+        handoff reads with get, which is real-time, and would otherwise wait up to a refresh interval per write)."""
+        self.es, self.cfg, self.refresh = es, cfg, refresh
 
     def case(self, case_id: str) -> Optional[Case]:
         from elasticsearch import NotFoundError
@@ -83,7 +85,7 @@ class ElasticsearchCases:
             if not fields:
                 return
             try:
-                self.es.update(index=current["_index"], id=case_id, doc=fields, refresh="wait_for",
+                self.es.update(index=current["_index"], id=case_id, doc=fields, refresh=self.refresh,
                                if_seq_no=current["_seq_no"], if_primary_term=current["_primary_term"])
                 return
             except ConflictError:

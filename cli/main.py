@@ -31,6 +31,21 @@ def _services(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dask(settings: Settings, args: argparse.Namespace) -> int:
+    from core import dask_cluster
+    from core.services import ServiceError
+    try:
+        if args.action == "up":
+            lines = dask_cluster.up(settings.services, args.workers, args.port, args.dashboard_port)
+        else:
+            lines = {"down": dask_cluster.down, "status": dask_cluster.status}[args.action](settings.services)
+    except ServiceError as exc:
+        print(f"triage dask: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def _setup(settings: Settings, args: argparse.Namespace) -> int:
     from core.provision import setup_all
     print("\n".join(setup_all(settings, kafka=not args.no_kafka, elasticsearch=not args.no_elasticsearch)))
@@ -227,9 +242,68 @@ def _reply(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _handoff(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.helpdesks import config as handoff_config
+    path = args.targets or settings.handoff.targets_file
+    if not path:
+        print("triage handoff: no handoff file: pass --targets handoff.yaml or set handoff.targets_file "
+              "(see handoff.example.yaml)", file=sys.stderr)
+        return 2
+    config = handoff_config.load(path, require_env=not args.status)
+    if args.status:
+        from apps.handoff_status import format_status, handoff_status
+        from core.clients import elasticsearch_client
+        es = elasticsearch_client(settings.elasticsearch)
+        try:
+            status = handoff_status(es, settings.elasticsearch.cases_read_alias, [t.name for t in config.targets])
+        finally:
+            es.close()
+        print(json.dumps(status) if args.json else format_status(status))
+        return 0
+    from apps import handoff
+    if not settings.handoff.targets_file:
+        log.warning("handoff.targets_file is not set: the case writer publishes no case updates, so only updates "
+                    "already on the topic are handed off", extra={"fields": {"targets": path}})
+    worker_argv = (["--config", args.config] if args.config else []) + ["handoff", "--targets", path]
+    worker_argv += ["--once"] if args.once else []
+    return handoff.run(settings, config, args.workers, worker_argv, args.instance_id, args.once)
+
+
+def _helpdesk_events(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    from apps import helpdesk_events, helpdesk_poll
+    from connectors.helpdesks import client_for
+    from connectors.helpdesks.config import load as load_targets
+    from connectors.http import HttpClient
+    from core.clients import elasticsearch_client
+
+    config = load_targets(args.targets)
+    es = elasticsearch_client(settings.elasticsearch)
+    cases = helpdesk_events.HelpdeskCasesIndex(es, settings.elasticsearch)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pollers = {t.name: (helpdesk_poll.Poller(t.name, client_for(t, HttpClient(config.user_agent)), cases,
+                                             args.poll_page), t.poll_every_s)
+               for t in config.targets if args.poll and t.poll_every_s}
+    polling = threading.Thread(target=helpdesk_poll.run, args=(pollers, stop), daemon=True)
+    polling.start()
+    hooks = [t.name for t in config.targets if t.webhook_secret_env]
+    print(f"Hearing back on http://{args.host}:{args.port}/hooks/<target> for {', '.join(hooks) or 'no target'}"
+          f"{'; polling ' + ', '.join(pollers) if pollers else ''}; Ctrl-C stops.", flush=True)
+    try:
+        helpdesk_events.serve(helpdesk_events.HelpdeskEvents(config, cases), args.host, args.port, stop)
+    finally:
+        stop.set()
+        polling.join(timeout=30)
+        es.close()
+    return 0
+
+
 def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
     from apps import reprocess
-    report = reprocess.reprocess(settings, args.workdir)
+    report = reprocess.reprocess(settings, args.workdir, args.beam_args)
     print(reprocess.format_report(report, settings.elasticsearch))
     return 0
 
@@ -340,7 +414,21 @@ def _feeds_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(row.complete for row in rows) else 1
 
 
+def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from cli import generate
+    options = generate.Options(n=args.n, seed=args.seed, days=args.days, start=datetime.fromisoformat(
+        args.start.replace("Z", "+00:00")) if args.start else generate.Options.start)
+    with (sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")) as out:
+        count = generate.write(args.samples, options, out)
+    print(f"wrote {count} posts to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.mode == "web":
+        from cli import bench_web
+        return bench_web.run(settings, args.samples, args.n, args.requests, args.workdir, args.config)
     if args.mode == "stream":
         from cli import bench_stream
         return bench_stream.run(settings, args.samples, args.duration, args.workdir, args.config)
@@ -353,7 +441,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_tokens": args.max_tokens, "lr": args.lr,
                  "seed": args.seed, "threads": args.threads}
     return train.run(args.data, args.cache_dir or settings.models.cache_dir, args.train_config, overrides,
-                     args.stage, args.out, args.intents)
+                     args.stage, args.out, args.intents, args.corrections)
 
 
 def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
@@ -375,6 +463,41 @@ def _prune_cache(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(settings: Settings, args: argparse.Namespace) -> int:
+    if args.web_action == "add-user":
+        return _web_add_user(settings, args)
+    import waitress
+    from apps.web.app import create_app
+    from connectors.config import load as load_sources
+    web = settings.web.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
+                                                             ("users_file", args.users)) if v is not None})
+    sources = load_sources(args.sources, require_env=False) if args.sources else None
+    app = create_app(settings, web, sources)
+    print(f"Serving the workspace on http://{web.host}:{web.port}/ "
+          f"({'single sign-on through the trusted proxy' if web.trusted_proxy.enabled else 'users from ' + web.users_file}"
+          f"{'' if sources else '; replying needs --sources'}); Ctrl-C stops.", flush=True)
+    waitress.serve(app, host=web.host, port=web.port, threads=8, ident="triage-web")
+    return 0
+
+
+def _web_add_user(settings: Settings, args: argparse.Namespace) -> int:
+    """The password is asked twice on a terminal or read from the first line of stdin: never from the command line,
+    where it would stay in the shell history and the process list."""
+    import getpass
+    from apps.web.users import add_user
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.name}: ")
+        if getpass.getpass("Again: ") != password:
+            print("triage web add-user: the two passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    users_file = args.users or settings.web.users_file
+    new = add_user(users_file, args.name, args.role, password)
+    print(printable(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {users_file}"))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML configuration file (default: $TRIAGE_CONFIG, then built-in defaults)")
@@ -387,6 +510,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("services", _services, "Start, stop or check the local Kafka- and Elasticsearch-compatible servers.")
     sub.add_argument("action", choices=["up", "down", "status"])
+
+    sub = command("dask", _dask, "Start, stop or check a local dask.distributed cluster (a scheduler and worker "
+                                 "processes on loopback) for `triage batch ... -- --runner=DaskRunner`.")
+    sub.add_argument("action", choices=["up", "down", "status"])
+    sub.add_argument("--workers", type=int, default=2, help="up: worker processes, one thread each (default 2)")
+    sub.add_argument("--port", type=int, default=8786, help="up: the scheduler's port (default 8786)")
+    sub.add_argument("--dashboard-port", type=int, default=8787, help="up: the dashboard's port (default 8787)")
 
     sub = command("setup", _setup, "Create the Kafka topics, the index template and the index aliases (idempotent).")
     sub.add_argument("--no-kafka", action="store_true", help="only set up Elasticsearch")
@@ -495,9 +625,39 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--sources", dest="config_file", default="sources.yaml", help="sources file (default sources.yaml)")
     sub.add_argument("--yes", action="store_true", help="send the suggested reply without asking")
 
+    sub = command("handoff", _handoff, "Hand routed cases to the helpdesk(s) of a handoff file (Zammad, Zendesk, "
+                                       "Freshdesk, Chatwoot, signed webhook): one ticket per case and one follow-up "
+                                       "per further customer post, exactly once, from the case-updates topic.")
+    sub.add_argument("--targets", help="handoff file (default: handoff.targets_file; see handoff.example.yaml)")
+    sub.add_argument("--workers", type=int, default=1, help="worker processes in each target's consumer group "
+                                                            "(default 1; supervised: a dead worker is restarted)")
+    sub.add_argument("--instance-id", help="static group membership id of this worker (default <hostname>-<index>)")
+    sub.add_argument("--once", action="store_true", help="hand off what is on the topic, then exit")
+    sub.add_argument("--status", action="store_true",
+                     help="print per target how many cases are creating/created/pending/failed and the pending and "
+                          "failed ones with their reasons, and exit")
+    sub.add_argument("--json", action="store_true", help="with --status: one JSON object")
+
+    sub = command("web", _web, "Serve the web workspace for agents (queue, cases, replies), supervisors (service "
+                               "level) and analysts (search): triage web --users users.yaml --sources sources.yaml; "
+                               "`triage web add-user NAME --role agent` adds a user.")
+    sub.add_argument("--host", help="address to bind (default: web.host, 127.0.0.1)")
+    sub.add_argument("--port", type=int, help="port (default: web.port, 8080)")
+    sub.add_argument("--users", help="users file (default: web.users_file, users.yaml)")
+    sub.add_argument("--sources", help="sources file with the brand's reply accounts (needed to reply)")
+    web_actions = sub.add_subparsers(dest="web_action", metavar="ACTION")
+    add = web_actions.add_parser("add-user", help="add a user or change their role and password (asked twice, or "
+                                                  "the first line of stdin)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--role", required=True, choices=["agent", "supervisor", "analyst"])
+    add.add_argument("--users", help="users file (default: web.users_file, users.yaml)")
+
     sub = command("reprocess", _reprocess, "Re-enrich the posts index with the current models and rules into a new "
                                            "index version, then swap the aliases (no downtime, agents' fields kept).")
     sub.add_argument("--workdir", default=".triage/reprocess", help="where dead letters of the run go")
+    sub.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="after --: Beam pipeline options for the re-enrichment, e.g. -- --runner=DaskRunner "
+                          "--dask_client_address=tcp://127.0.0.1:8786")
 
     sub = command("alerts", _alerts, "Detect spikes (topic volume, negative share) in the last hour against the same "
                                      "hour of previous days, and overdue cases (--overdue P1); post them to a "
@@ -508,6 +668,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--overdue", action="append", default=[], metavar="PRIORITY",
                      help="also alert on open cases of this priority past their due time (e.g. --overdue P1; "
                           "repeatable), each case once per due time while --every runs")
+
+    sub = command("helpdesk-events", _helpdesk_events, "Hear back from the helpdesks of the handoff file: "
+                  "POST /hooks/<target> receives each one's signed webhooks (answered, closed, reassigned) and writes "
+                  "them into the case; --poll also polls the targets with poll_every_s.")
+    sub.add_argument("--targets", default="handoff.yaml", help="the handoff file (default: handoff.yaml)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; put TLS in front)")
+    sub.add_argument("--port", type=int, default=8790, help="port (default 8790)")
+    sub.add_argument("--poll", action="store_true", help="also poll the targets that have poll_every_s")
+    sub.add_argument("--poll-page", type=int, default=100, help="cases looked up per target and round (default 100)")
 
     sub = command("metrics", _metrics, "Serve Prometheus gauges of open and overdue cases per queue "
                                        "(triage_cases_open, triage_cases_overdue), counted from the cases index at "
@@ -552,15 +721,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="encoder: adapters and heads (about 30 min); intent: refit the intent head only (seconds)")
     sub.add_argument("--out", help="where the artifacts go (default: models/artifacts)")
     sub.add_argument("--intents", help="folder with the intent train.jsonl (default: data/intents)")
+    sub.add_argument("--corrections", metavar="FILE", help="agents' corrected labels (triage export-labels output) "
+                                                           "to learn from, weighted (corrections in models/train.yaml)")
     sub.add_argument("--cache-dir", help="where the base encoder is built and cached (default: models.cache_dir)")
     for option, kind in (("--epochs", int), ("--batch-size", int), ("--max-tokens", int), ("--lr", float),
                          ("--seed", int), ("--threads", int)):
         sub.add_argument(option, type=kind, help="override this value of the training config for one run")
 
+    sub = command("generate", _generate, "Write many realistic posts (the Post schema) made from the samples: "
+                                         "both languages, every source, threads with the brand's answers, repeat "
+                                         "authors, weeks of time, some personal data; the same file for a seed.")
+    sub.add_argument("--n", type=int, default=200_000, help="posts to write (default 200000)")
+    sub.add_argument("--out", required=True, help="JSONL file to write, or - for standard output")
+    sub.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    sub.add_argument("--start", help="time of the first post (ISO, default 2026-11-01T00:00:00Z)")
+    sub.add_argument("--days", type=float, default=28, help="days the posts spread over (default 28)")
+    sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to vary (default: data/samples/*.jsonl)")
+
     sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
-                                   "or the streaming job (fixed rates, latency percentiles).")
-    sub.add_argument("mode", nargs="?", choices=["batch", "stream"], default="batch")
-    sub.add_argument("--n", type=int, default=10_000, help="batch: posts to enrich (default 10000)")
+                                   "or the streaming job (fixed rates, latency percentiles), or the web workspace "
+                                   "(page times over N indexed posts).")
+    sub.add_argument("mode", nargs="?", choices=["batch", "stream", "web"], default="batch",
+                     help="web: generated posts indexed with cheap fake enrichment, then `triage web` timed")
+    sub.add_argument("--n", type=int, default=10_000, help="batch: posts to enrich; web: posts to index (default "
+                                                           "10000)")
+    sub.add_argument("--requests", type=int, default=200, help="web: requests per page timed (default 200)")
     sub.add_argument("--duration", type=float, default=60.0, help="stream: seconds per rate (default 60)")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")
     sub.add_argument("--workdir", default=".triage/bench", help="where generated input and outputs go")

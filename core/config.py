@@ -44,6 +44,7 @@ class KafkaTopics(_Section):
     raw: str
     enriched: str
     dead_letter: str
+    case_updates: str  # {"case_id", "updated_at"} per case written, for `triage handoff` (apps/handoff.py)
 
 
 class KafkaSettings(_Section):
@@ -180,6 +181,39 @@ class CasesSettings(_Section):
     author_window_hours: float = Field(ge=0, le=24 * 31)  # 0: a post without a thread is a case of its own
 
 
+class HandoffSettings(_Section):
+    """`triage handoff` (apps/handoff.py): routed cases become tickets in the team's helpdesk(s), exactly once."""
+    targets_file: Optional[str] = Field(default=None, min_length=1)  # None: no handoff, no case updates published
+    group_id: str = Field(default="triage-handoff", min_length=1)  # consumer group per target: <group_id>-<name>
+    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
+    max_poll_records: int = Field(default=100, ge=1, le=10_000)
+    retry_backoff_s: float = Field(default=1.0, gt=0)  # first wait while a helpdesk is unavailable, then doubled
+    max_backoff_s: float = Field(default=300.0, gt=0)  # longest wait between tries (and longest Retry-After obeyed)
+
+
+class TrustedProxySettings(_Section):
+    """Single sign-on through a reverse proxy: the user and role come from its headers, and only from its addresses
+    (anyone else could send the same headers)."""
+    enabled: bool = False
+    user_header: str = Field(default="X-Forwarded-User", min_length=1)
+    role_header: str = Field(default="X-Forwarded-Role", min_length=1)
+    addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+
+class WebSettings(_Section):
+    """`triage web` (apps/web/): the workspace for agents, supervisors and analysts."""
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=1, le=65535)
+    users_file: str = Field(default="users.yaml", min_length=1)
+    secret_key: Optional[SecretStr] = None  # signs the session cookie; null: a new random key at each start
+    session_lifetime_s: int = Field(default=8 * 3600, ge=60)
+    insecure_cookies: bool = False  # true only for http://localhost (the demo, the tests): no `Secure` flag
+    login_attempts: int = Field(default=5, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+    audit_log: str = Field(default=".triage/web-audit.jsonl", min_length=1)
+    trusted_proxy: TrustedProxySettings = TrustedProxySettings()
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["auto", "text", "json"]
@@ -198,6 +232,8 @@ class Settings(_Section):
     logging: LoggingSettings
     cases: CasesSettings
     replies: RepliesSettings = RepliesSettings()
+    web: WebSettings = WebSettings()
+    handoff: HandoffSettings = HandoffSettings()
 
 
 class ConfigError(ConfigFileError):

@@ -4,6 +4,8 @@ Idempotent, so it can run at every deployment. The index is versioned behind two
 and analysts read `<prefix>`, the pipeline writes `<prefix>-write`; a later reindex can build a new
 version and swap the aliases without anyone noticing. The cases index (conversations, triage/cases.py)
 is versioned the same way: `<prefix>-cases-000001` behind `<prefix>-cases` and `<prefix>-cases-write`.
+The topic of case updates (`kafka.topics.case_updates`, read by `triage handoff`) is created with the others, so
+turning the handoff on later needs no second setup.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def teardown_all(settings: Settings, kafka: bool = True, elasticsearch: bool = T
         admin = KafkaAdminClient(**kafka_options(settings.kafka))
         try:
             topics = settings.kafka.topics
-            admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter])
+            admin.delete_topics([topics.raw, topics.enriched, topics.dead_letter, topics.case_updates])
         finally:
             admin.close()
     if elasticsearch:

@@ -83,7 +83,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory, run_id: str) -> Iterat
     config = {
         "kafka": {"bootstrap_servers": f"127.0.0.1:{TEST_KAFKA_PORT}",
                   "topics": {"raw": f"test-{run_id}.posts.raw", "enriched": f"test-{run_id}.posts.enriched",
-                             "dead_letter": f"test-{run_id}.posts.dead-letter"}},
+                             "dead_letter": f"test-{run_id}.posts.dead-letter",
+                             "case_updates": f"test-{run_id}.cases.updates"}},
         "elasticsearch": {"url": f"http://127.0.0.1:{TEST_ES_PORT}", "index_prefix": f"test-{run_id}-posts",
                           "retry_backoff_s": 0.05},
         "services": {"data_dir": str(root / "services"), "kafka_port": TEST_KAFKA_PORT, "es_port": TEST_ES_PORT},

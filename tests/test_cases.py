@@ -21,7 +21,8 @@ from core.config import ConfigError, Settings, load_settings
 from core.timestamps import utc_iso
 from triage import case_writer
 from triage.case_writer import CasesIndex
-from triage.cases import case_key, merge, merge_all
+from triage.cases import (assign_from_helpdesk, case_key, close_from_helpdesk, merge, merge_all,
+                          record_helpdesk_answer)
 from triage.routing import load_rules, route
 
 RULES = load_rules("builtin:telecom-de")
@@ -171,6 +172,65 @@ def test_statuses_set_by_agents_hold_until_the_customer_writes_again() -> None:
     assert claimed["status"] == "claimed" and claimed["agent"] == {"assignee": "ana", "claimed_at": _at(3)}
     reopened = merge(merge(claimed, ANSWER), AGAIN)
     assert reopened["status"] == "new"  # claimed before the new round opened
+
+
+def test_an_answer_in_the_helpdesk_answers_the_open_round_and_counts_apart_from_brand_posts() -> None:
+    opened = merge_all(None, [QUESTION, CANCEL], case_key(QUESTION))
+    answered = record_helpdesk_answer(opened, "zd", "comment-77", _at(20), "agent-5")
+    assert (answered["status"], answered["answered_at"], answered["first_response_seconds"]) == ("answered", _at(20),
+                                                                                               1200.0)
+    assert (answered["answered_via"], answered["answered_by"], answered["within_sla"]) == ("helpdesk", "agent-5", True)
+    assert (answered["brand_posts"], answered["helpdesk_answers"], answered["customer_posts"]) == (0, 1, 2)
+    assert answered["posts"][-1] == {"id": "helpdesk:zd:comment-77", "role": "brand", "at": _at(20), "priority": None,
+                                     "by": "agent-5", "via": "helpdesk"}
+    CASE_SCHEMA.validate(answered)
+    assert record_helpdesk_answer(answered, "zd", "comment-77", _at(20), "agent-5") is answered  # replayed event
+
+    # The channel's answer comes later: recorded, but the helpdesk's was first and stays the first response.
+    both = merge(answered, ANSWER)
+    assert (both["answered_at"], both["answered_via"], both["brand_posts"], both["helpdesk_answers"]) == (
+        _at(20), "helpdesk", 1, 1)
+    assert ANSWER["id"] in [p["id"] for p in both["posts"]]
+    # Whichever came first counts, whatever order they are heard in.
+    channel_first = record_helpdesk_answer(merge(opened, ANSWER), "zd", "comment-78", _at(40))
+    assert (channel_first["answered_at"], channel_first["answered_via"]) == (_at(25), "channel")
+    late_heard = record_helpdesk_answer(merge(opened, ANSWER), "zd", "comment-77", _at(20), "agent-5")
+    assert late_heard == both
+
+    # An answer in the helpdesk to a later round answers that round, not the first response.
+    again = record_helpdesk_answer(merge(both, AGAIN), "zd", "comment-90", _at(150))
+    assert (again["status"], again["reopened"], again["answered_at"], again["helpdesk_answers"]) == (
+        "answered", 1, _at(20), 2)
+
+
+def test_a_close_in_the_helpdesk_holds_until_the_customer_writes_again() -> None:
+    opened = merge_all(None, [QUESTION, CANCEL], case_key(QUESTION))
+    closed = close_from_helpdesk(opened, "zd", _at(30))
+    assert (closed["status"], closed["helpdesk"]) == ("closed", {"zd": {"closed_at": _at(30)}})
+    assert closed["answered_at"] is None  # closing is no answer
+    CASE_SCHEMA.validate(closed)
+    assert close_from_helpdesk(closed, "zd", _at(30)) is closed  # replayed
+    assert merge(closed, ANSWER)["status"] == "closed"
+    assert record_helpdesk_answer(closed, "zd", "c1", _at(35))["status"] == "closed"
+    assert merge(closed, AGAIN)["status"] == "new"
+    # A close from before the customer's last post is overtaken by it.
+    assert close_from_helpdesk(merge(opened, AGAIN), "zd", _at(30))["status"] == "new"
+    brand_only = merge(None, ANSWER)
+    assert close_from_helpdesk(brand_only, "zd", _at(30)) is brand_only
+
+
+def test_a_reassignment_in_the_helpdesk_sets_the_assignee_the_newest_winning() -> None:
+    opened = merge(None, QUESTION)
+    assigned = assign_from_helpdesk(opened, "zd", "agent-7", _at(5))
+    assert assigned["agent"] == {"assignee": "agent-7", "claimed_at": None}
+    assert assigned["helpdesk"] == {"zd": {"assignee": "agent-7", "assigned_at": _at(5)}}
+    assert assigned["status"] == "new"
+    CASE_SCHEMA.validate(assigned)
+    assert assign_from_helpdesk(assigned, "zd", "agent-7", _at(6)) is assigned
+    assert assign_from_helpdesk(assigned, "zd", "agent-3", _at(4)) is assigned  # an older one, heard late
+    moved = assign_from_helpdesk(assigned, "zd", "agent-3", _at(9))
+    assert (moved["agent"]["assignee"], moved["helpdesk"]["zd"]["assigned_at"]) == ("agent-3", _at(9))
+    assert merge(moved, CANCEL)["agent"]["assignee"] == "agent-3"  # the case writer keeps it
 
 
 def test_brand_posts_are_not_routed_and_both_kinds_fit_the_enriched_schema() -> None:

@@ -16,6 +16,14 @@ merging is idempotent, so a retry or a redelivered bundle never counts a post tw
 or one still conflicting after a few rounds, becomes one dead letter per post (reason code `case_write_failed`,
 the case id and reason; replaying the post repairs the case). While Elasticsearch is unavailable the write
 waits like the posts' write does (pipeline/io/write.py: write_patiently), then fails the bundle.
+
+With `handoff.targets_file` set, every case of the flush that is now up to date (written, or already holding
+its posts) is then announced on `kafka.topics.case_updates` as `{"case_id", "updated_at"}` keyed by the case id,
+for `triage handoff` (apps/handoff.py), still inside the flush, so before the stream commits the bundle's
+offsets. Cases already up to date are announced too because a crash between the case write and the
+announcement leaves exactly that on redelivery: the case holds the post, and only announcing it again keeps the
+announcement from being lost (the handoff is idempotent, duplicates cost one read). Only the id travels: the
+handoff reads the case as it is when it gets to it.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from elasticsearch import ApiError, Elasticsearch
 
 from core.clients import elasticsearch_client
 from core.config import ElasticsearchSettings, Settings
+from core.kafka_writer import KafkaWriter
 from core.records import RawRecord, dead_letter, post_payload
 from core.redact import redact_url
 from core.retry import backoff_delays
@@ -60,10 +69,12 @@ class CasesIndex:
         self.es = es.options(max_retries=0, retry_on_status=())  # retries are ours: bounded, with backoff
         self.cfg, self.wait, self.max_outage_s = cfg, wait, max_outage_s
         self._index_checked = False
+        self.settled: dict[str, str] = {}  # of the last `update`: case id -> updated_at of the cases now up to date
 
     def update(self, groups: Groups) -> tuple[int, dict[str, str]]:
         """Merge each case's posts into its document. Returns (documents written, {case id: reason} of failures)."""
         self._require_index()
+        self.settled = {}
         pending, failed, written = dict(groups), {}, 0
         delays = backoff_delays(_ATTEMPTS, self.cfg.retry_backoff_s)
         for _ in range(_ATTEMPTS):
@@ -96,12 +107,15 @@ class CasesIndex:
             case = merge_all(before, posts, key)
             if case is not before:  # merge returns the very same case when every post was in it
                 writes.append((cid, found, {**case, "updated_at": utc_now()}))
+            elif case is not None:
+                self.settled[cid] = case.get("updated_at") or ""
         results = self._patiently(lambda: self._write(writes), len(writes)) if writes else []
         written, retry, refused, throttled = 0, {}, {}, False
-        for (cid, _, _), result in zip(writes, results):
+        for (cid, _, case), result in zip(writes, results):
             status = result.get("status", 500)
             if status < 300:
                 written += 1
+                self.settled[cid] = case["updated_at"]
             elif status == 409 or status in RETRYABLE_STATUS:  # changed since we read it, or throttled
                 retry[cid] = pending[cid]
                 throttled = throttled or status != 409
@@ -152,11 +166,14 @@ class _UpdateCases(beam.DoFn):
 
     def __init__(self, settings: Settings, wait: Callable[[float], None], max_outage_s: float) -> None:
         self.cfg, self.window_hours = settings.elasticsearch, settings.cases.author_window_hours
+        self.kafka = settings.kafka
+        self.updates_topic = settings.kafka.topics.case_updates if settings.handoff.targets_file else None
         self.wait, self.max_outage_s = wait, max_outage_s
 
     def setup(self) -> None:  # no request here: a failure to reach Elasticsearch is the index write's to report
         self._es = elasticsearch_client(self.cfg)
         self._store = CasesIndex(self._es, self.cfg, self.wait, self.max_outage_s)
+        self._updates = KafkaWriter(self.kafka) if self.updates_topic else None
 
     def start_bundle(self) -> None:
         self._buffer = BundleBuffer()
@@ -182,14 +199,25 @@ class _UpdateCases(beam.DoFn):
             groups.setdefault(key.case_id, (key, []))[1].append(post)
         written, failed = self._store.update(groups)
         Metrics.counter(SUMMARY_NAMESPACE, "cases_updated").inc(written)
+        self._announce(self._store.settled)
         for post, key, timestamp, window in items:
             if key.case_id in failed:
                 letter = dead_letter(REASON_CODE, f"case {key.case_id}: {failed[key.case_id]}",
                                      RawRecord(post_payload(post), f"case:{key.case_id}"))
                 yield WindowedValue(letter, timestamp, (window,))
 
+    def _announce(self, settled: dict[str, str]) -> None:
+        """Publish the flush's cases for the handoff; acknowledged before the flush returns (see the docstring)."""
+        if self._updates is None or not settled:
+            return
+        self._updates.write_records(self.updates_topic, (
+            (cid.encode("utf-8"), json.dumps({"case_id": cid, "updated_at": at}).encode("utf-8"))
+            for cid, at in settled.items()))
+
     def teardown(self) -> None:
         self._es.close()
+        if self._updates is not None:
+            self._updates.close()
 
 
 def _sleep(delay_s: float) -> None:

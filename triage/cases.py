@@ -26,7 +26,17 @@ Semantics:
 - `answered_*`, `first_response_seconds` and `within_sla` describe the case's first response: the first brand
   post after the first customer post; `within_sla` is null while unanswered and when the first round's queue
   has no SLA (nothing to judge). `answered_via` is "product" when that post id is in `product_reply_ids`
-  (written by `triage reply`), else "channel".
+  (written by `triage reply`), "helpdesk" when it is an agent's answer in a helpdesk, else "channel".
+- The helpdesks the case was handed to (apps/helpdesk_events.py, apps/helpdesk_poll.py) speak through three
+  pure functions. An agent's answer there (`record_helpdesk_answer`) is one more brand entry in `posts`, with
+  `via: "helpdesk"` and the id `helpdesk:<target>:<event key>`, so it answers the open round exactly like a
+  channel post would, whichever of the two came first counts, and a replayed event is a no-op like a redelivered
+  post. It is counted in `helpdesk_answers`, not in `brand_posts`: the same words usually reach the channel too
+  (the helpdesk posts them, or an agent does), and counting them twice would invent brand posts. A close there
+  (`close_from_helpdesk`) sets status "closed", held like an agent's close until the customer writes again; one
+  older than the customer's last post is ignored (the customer has already written since). A reassignment
+  (`assign_from_helpdesk`) sets `agent.assignee` and `helpdesk.<target>.assignee`, the newest one winning.
+  Each returns the very same case when it changes nothing.
 - status: "new" while a round is open, "claimed" when an agent claimed it since the round opened
   (`agent.claimed_at`), "answered" once the brand answered. "waiting" and "closed", set by agents, hold until
   the customer writes something newer than anything in the case. A case of brand posts only (a brand post
@@ -151,6 +161,13 @@ def _current(rounds: list[_Round]) -> dict[str, Any]:
             "opened_at": current.posts[0]["at"], "due_at": current.posts[0].get("due_at")}
 
 
+def lead_post(case: Case) -> Optional[Entry]:
+    """The customer post whose routing and labels the case shows (the most urgent of its current round): the one an
+    agent's relabelling of the case corrects (apps/case_desk.py)."""
+    rounds = _rounds(case.get("posts") or [])
+    return min(rounds[-1].posts, key=_urgency) if rounds else None
+
+
 def _first_response(rounds: list[_Round], product_reply_ids: list[str]) -> dict[str, Any]:
     answer = rounds[0].answer if rounds else None
     if answer is None:
@@ -160,8 +177,13 @@ def _first_response(rounds: list[_Round], product_reply_ids: list[str]) -> dict[
     return {"answered_at": answer["at"],
             "first_response_seconds": round((instant(answer["at"]) - instant(asked["at"])).total_seconds(), 3),
             "within_sla": None if due is None else instant(answer["at"]) <= instant(due),
-            "answered_by": answer.get("by"),
-            "answered_via": "product" if answer["id"] in product_reply_ids else "channel"}
+            "answered_by": answer.get("by"), "answered_via": _via(answer, product_reply_ids)}
+
+
+def _via(answer: Entry, product_reply_ids: list[str]) -> str:
+    if answer.get("via") == "helpdesk":
+        return "helpdesk"
+    return "product" if answer["id"] in product_reply_ids else "channel"
 
 
 def _status(before: Optional[Case], rounds: list[_Round], opened_at: Optional[str], added: Entry,
@@ -185,18 +207,25 @@ def new_case(key: CaseKey) -> Case:
             "posts": [], "product_reply_ids": [], "agent": {"assignee": None, "claimed_at": None}}
 
 
+def _has(case: Case, entry_id: str) -> bool:
+    return any(p["id"] == entry_id for p in case.get("posts", []))
+
+
 def merge(case: Optional[Case], post: Post, key: Optional[CaseKey] = None) -> Case:
     """The case with `post` in it. A post already in the case returns the case unchanged (the same object).
 
     `key` names the case to start when `case` is None (default: the post's thread, or the post itself)."""
-    if case is not None and any(p["id"] == post["id"] for p in case.get("posts", [])):
+    if case is not None and _has(case, post["id"]):
         return case
-    before = case
-    case = case if case is not None else new_case(key or case_key(post))
-    added = entry(post)
+    return _derive(case, case if case is not None else new_case(key or case_key(post)), entry(post))
+
+
+def _derive(before: Optional[Case], case: Case, added: Entry) -> Case:
+    """`case` derived again from its posts with `added` among them (`before`: the stored case, None when new)."""
     posts = sorted([*case.get("posts", []), added], key=lambda p: (instant(p["at"]), p["id"]))
     rounds = _rounds(posts)
     customers = [p for p in posts if p["role"] == "customer"]
+    helpdesk = sum(1 for p in posts if p.get("via") == "helpdesk")
     current = _current(rounds)
     agent = case.get("agent") or {}
     return {**case, **current, **_first_response(rounds, case.get("product_reply_ids") or []),
@@ -206,8 +235,46 @@ def merge(case: Optional[Case], post: Post, key: Optional[CaseKey] = None) -> Ca
             "first_post_at": posts[0]["at"], "last_post_at": posts[-1]["at"],
             "last_customer_post_id": customers[-1]["id"] if customers else None,
             "last_customer_post_at": customers[-1]["at"] if customers else None,
-            "customer_posts": len(customers), "brand_posts": len(posts) - len(customers),
-            "reopened": max(0, len(rounds) - 1)}
+            "customer_posts": len(customers), "brand_posts": len(posts) - len(customers) - helpdesk,
+            "helpdesk_answers": helpdesk, "reopened": max(0, len(rounds) - 1)}
+
+
+def record_helpdesk_answer(case: Case, target: str, event_key: str, at: str, by: Optional[str] = None) -> Case:
+    """The case with an agent's answer in helpdesk `target` (the event `event_key` there, at `at`, by the agent id
+    `by`) among its posts. The same event again returns the case unchanged (the same object)."""
+    entry_id = f"helpdesk:{target}:{event_key}"
+    if _has(case, entry_id):
+        return case
+    added = {"id": entry_id, "role": "brand", "at": utc_iso(instant(at)), "priority": None, "by": by,
+             "via": "helpdesk"}
+    return _derive(case, case, added)
+
+
+def _helpdesk(case: Case, target: str) -> dict[str, Any]:
+    return dict((case.get("helpdesk") or {}).get(target) or {})
+
+
+def close_from_helpdesk(case: Case, target: str, at: str) -> Case:
+    """The case closed in helpdesk `target` at `at` (see the module docstring); unchanged when it already is, or
+    when the customer wrote after that close."""
+    last = case.get("last_customer_post_at")
+    if case.get("status") == "closed" or not case.get("customer_posts") or (last and instant(at) < instant(last)):
+        return case
+    state = {**_helpdesk(case, target), "closed_at": utc_iso(instant(at))}
+    return {**case, "status": "closed", "helpdesk": {**(case.get("helpdesk") or {}), target: state}}
+
+
+def assign_from_helpdesk(case: Case, target: str, assignee: Optional[str], at: str) -> Case:
+    """The case assigned to `assignee` (the helpdesk's agent or group; None: unassigned) in helpdesk `target` at
+    `at`; unchanged when it already is (nobody, before any assignment there), or when a newer assignment from
+    there is recorded."""
+    state = _helpdesk(case, target)
+    since = state.get("assigned_at")
+    if state.get("assignee") == assignee or (since and instant(at) < instant(since)):
+        return case
+    state.update(assignee=assignee, assigned_at=utc_iso(instant(at)))
+    return {**case, "agent": {**(case.get("agent") or {}), "assignee": assignee},
+            "helpdesk": {**(case.get("helpdesk") or {}), target: state}}
 
 
 def merge_all(case: Optional[Case], posts: list[Post], key: CaseKey) -> Optional[Case]:

@@ -9,8 +9,10 @@ retries a creating request on its own, and it tells the caller which failures ar
 """
 from __future__ import annotations
 
+import html
+import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 
@@ -119,3 +121,55 @@ class HelpdeskClient(ABC):
     def ticket_state(self, ticket: Ticket) -> TicketState:
         """For polling mode; targets that call back need not implement it."""
         raise NotImplementedError(f"{self.kind} is heard back through its webhooks, not polled")
+
+
+# ---- the texts every client writes (so an agent sees the same lines in any helpdesk, and lookups find them) -----
+
+POST_MARKER = "triage-post:"  # the line naming the post an article was written for: find_followup searches it
+
+
+def public_body(message: Message) -> str:
+    """The public part of a customer post: the redacted text and the link to it on its channel."""
+    return "\n\n".join(part for part in (message.public_text, message.link) if part)
+
+
+def internal_note(message: Message, raw_text: str, private_channel: bool = False, followup: bool = False,
+                  extra: tuple[str, ...] = ()) -> str:
+    """An internal note for a post: for a follow-up its public part too (one article per post, written at once),
+    the raw text when it is to go into a note, the private-channel line, `extra` lines, and the post marker."""
+    parts = [f"Follow-up from the customer:\n{public_body(message)}"] if followup else []
+    if message.internal_text and raw_text == "internal_note":
+        parts.append(f"Original text (personal data, internal only):\n{message.internal_text}")
+    if private_channel:
+        parts.append("Private channel: this case carries personal data; continue with the customer in a private "
+                     "channel, never in public.")
+    parts.append("\n".join((*extra, f"{POST_MARKER} {message.post_id}")))
+    return "\n\n".join(parts)
+
+
+def marks_post(text: Optional[str], post_id: str) -> bool:
+    """Whether an article's text (plain, or HTML as Freshdesk and Zendesk's html_body give it back) carries the
+    marker line of `post_id`."""
+    lines = re.sub(r"<br\s*/?>|</p>|</div>", "\n", text or "").replace("\r", "").split("\n")
+    return any(html.unescape(re.sub(r"<[^>]+>", "", line)).strip() == f"{POST_MARKER} {post_id}" for line in lines)
+
+
+def first_post(draft: TicketDraft, extra: tuple[str, ...] = ()) -> tuple[str, Optional[str]]:
+    """The ticket's body and its internal note (None when there is nothing to note) for the case's first post.
+
+    `raw_text: internal_note`: the body is the public part, the note holds the raw text, the private-channel line,
+    `extra` and the post marker. `raw_text: body`: all of it is the body (the client keeps that body internal where
+    the API can), no note: one request, nothing to lose between two."""
+    message = draft.message
+    if draft.raw_text == "body":
+        text = replace(message, public_text=message.internal_text or message.public_text)
+        return f"{public_body(text)}\n\n{internal_note(message, 'body', draft.private_channel, extra=extra)}", None
+    if message.internal_text or draft.private_channel or extra:
+        return public_body(message), internal_note(message, draft.raw_text, draft.private_channel, extra=extra)
+    return public_body(message), None
+
+
+def ticket_tags(draft: TicketDraft, tag_prefix: str) -> list[str]:
+    """The draft's tags, plus `<prefix>-private-channel` on a case that must continue in a private channel."""
+    private = {f"{tag_prefix}-private-channel"} if draft.private_channel else set()
+    return sorted(set(draft.tags) | private)

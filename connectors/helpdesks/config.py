@@ -76,6 +76,7 @@ class ChatwootTarget(_Target):
     account_id: int = Field(ge=1)
     inbox_id: int = Field(ge=1)
     token_env: EnvName
+    case_id_attribute: str = "triage_case_id"  # a conversation custom attribute (text) created for the case id
 
 
 class WebhookTarget(_Target):
