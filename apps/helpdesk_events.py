@@ -63,7 +63,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from apps.reply import ElasticsearchCases
 from connectors.helpdesks.config import ChatwootTarget, HandoffConfig, TargetConfig, secret
-from connectors.webhook import _BoundedServer, _ReplayCache, signature as triage_signature
+from connectors.webhook import BoundedServer, ReplayCache, signature as triage_signature
 from core import safe_json
 from core.timestamps import utc_iso, utc_now
 from triage.cases import Case, assign_from_helpdesk, close_from_helpdesk, record_helpdesk_answer
@@ -354,7 +354,7 @@ class HelpdeskEvents:
                  replay_cache_size: int = 100_000, clock: Callable[[], float] = time.time) -> None:
         self.targets: dict[str, TargetConfig] = {t.name: t for t in config.targets}
         self.cases, self.tolerance_s, self.clock = cases, tolerance_s, clock
-        self._replays = _ReplayCache(replay_cache_size)
+        self._replays = ReplayCache(replay_cache_size)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         match = re.fullmatch(r"/hooks/([^/?]+)/?(\?.*)?", path)
@@ -458,7 +458,7 @@ class HelpdeskEventsServer:
 
     def __init__(self, events: HelpdeskEvents, host: str, port: int, max_workers: int = 8) -> None:
         handler = type("Handler", (_Handler,), {"events": events})
-        self.server = _BoundedServer((host, port), handler, max_workers, queue_wait_s=0.25)
+        self.server = BoundedServer((host, port), handler, max_workers, queue_wait_s=0.25)
 
     @property
     def port(self) -> int:

@@ -21,12 +21,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from elasticsearch import ConflictError, Elasticsearch
 from elasticsearch.helpers import scan
 
-from pipeline.batch import BatchJob, Summary
+from pipeline.batch import METRICS, BatchJob, Summary
 from pipeline.batch import run as run_batch
 from core.clients import elasticsearch_client
 from core.config import ElasticsearchSettings, Settings
@@ -48,7 +48,7 @@ class ReprocessReport:
     copied_unchanged: int
     dead_letters: int
     dead_letters_path: str
-    cases_updated: int = 0
+    cases_updated: Optional[int] = 0  # None: the runner collects no metrics (the DaskRunner), so not counted
 
 
 def next_index(current: str) -> str:
@@ -111,7 +111,9 @@ def _copy_agent(es: Elasticsearch, index: str, post_id: str, agent: dict[str, An
     raise RuntimeError(f"could not copy the agent fields of {post_id}")
 
 
-def reprocess(settings: Settings, workdir: str = ".triage/reprocess") -> ReprocessReport:
+def reprocess(settings: Settings, workdir: str = ".triage/reprocess",
+              beam_args: Optional[list[str]] = None) -> ReprocessReport:
+    """`beam_args` choose the runner of the re-enrichment (e.g. the DaskRunner), as for `triage batch`."""
     cfg = settings.elasticsearch
     es = elasticsearch_client(cfg)
     try:
@@ -124,25 +126,28 @@ def reprocess(settings: Settings, workdir: str = ".triage/reprocess") -> Reproce
         Path(workdir).mkdir(parents=True, exist_ok=True)
         dead_path = str(Path(workdir) / f"{new}.dead-letters.jsonl")
         log.info("reprocessing", extra={"fields": {"from": old, "to": new}})
-        full = _enrich(settings, old, new, "*", dead_path)
+        full = _enrich(settings, old, new, "*", dead_path, beam_args or [])
         swap_aliases(es, cfg, old, new)
         es.indices.refresh(index=old)
         # Posts the stream wrote into the old index while step 2 ran.
         late = es.count(index=old, query={"range": {"processed_at": {"gte": started}}})["count"]
-        catch_up = _enrich(settings, old, new, f'processed_at:>="{started}"', str(Path(workdir) / f"{new}.late.dead-letters.jsonl")) if late else None
+        catch_up = _enrich(settings, old, new, f'processed_at:>="{started}"',
+                           str(Path(workdir) / f"{new}.late.dead-letters.jsonl"), beam_args or []) if late else None
         es.indices.refresh(index=new)
         agent_copies, unchanged = carry_over(es, old, new)
         es.indices.refresh(index=new)
         dead = full.count("dead_letters") + (catch_up.count("dead_letters") if catch_up else 0)
-        cases = full.count("cases_updated") + (catch_up.count("cases_updated") if catch_up else 0)
+        cases = (full.count("cases_updated") + (catch_up.count("cases_updated") if catch_up else 0)
+                 if full.counted_from == METRICS else None)
         return ReprocessReport(old, new, full.count("enriched"), catch_up.count("enriched") if catch_up else 0,
                                agent_copies, unchanged, dead, dead_path, cases)
     finally:
         es.close()
 
 
-def _enrich(settings: Settings, source: str, target: str, query: str, dead_path: str) -> Summary:
-    job = BatchJob(inputs=[f"es:{source}"], output=f"es:{target}", dead_letters=dead_path, query=query)
+def _enrich(settings: Settings, source: str, target: str, query: str, dead_path: str, beam_args: list[str]) -> Summary:
+    job = BatchJob(inputs=[f"es:{source}"], output=f"es:{target}", dead_letters=dead_path, query=query,
+                   beam_args=beam_args)
     return run_batch(settings, job)
 
 
@@ -152,7 +157,8 @@ def format_report(report: ReprocessReport, cfg: ElasticsearchSettings) -> str:
              f"  written to the old index during the run and caught up: {report.caught_up}",
              f"  agents' fields carried over: {report.agent_fields_copied}",
              f"  copied unchanged (raw post missing): {report.copied_unchanged}",
-             f"  cases updated: {report.cases_updated} (a post already in its case changes nothing)",
+             f"  cases updated: " + ("not counted (this runner collects no metrics)" if report.cases_updated is None
+                                     else f"{report.cases_updated} (a post already in its case changes nothing)"),
              f"  dead letters: {report.dead_letters}" + (f" -> {report.dead_letters_path}" if report.dead_letters else ""),
              f"  the old index {report.old_index} is kept for rollback; delete it with "
              f"curl -X DELETE {redact_url(cfg.url)}/{report.old_index}"]

@@ -249,7 +249,7 @@ def _handoff(settings: Settings, args: argparse.Namespace) -> int:
         print("triage handoff: no handoff file: pass --targets handoff.yaml or set handoff.targets_file "
               "(see handoff.example.yaml)", file=sys.stderr)
         return 2
-    config = handoff_config.load(path, require_env=not args.status)
+    config = handoff_config.load(path, require_env=not args.status, unused=("webhook_secret_env",))
     if args.status:
         from apps.handoff_status import format_status, handoff_status
         from core.clients import elasticsearch_client
@@ -366,9 +366,11 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     precisions = ["fp32", "int8"] if args.precision == "both" else [args.precision or ("int8" if models_cfg.int8 else "fp32")]
     for precision in precisions:
         understanding = load_understanding(models_cfg, int8=precision == "int8")
-        results = [evaluate.intent_result(understanding), *evaluate.topic_results(understanding.encoder)]
+        results = [evaluate.intent_result(understanding), *evaluate.care_results(understanding),
+                   *evaluate.topic_results(understanding.encoder)]
         if data:
             results += evaluate.benchmark_results(understanding, data, args.limit)
+        results += evaluate.calibration_results(understanding, data)
         print()
         print(evaluate.format_results(results, f"Sentiment, relevance, intent and topics: {understanding.version}"))
         report[precision] = results

@@ -1,7 +1,7 @@
 """The summary printed after a batch run: what came in, what came out, what was found."""
 from __future__ import annotations
 
-from pipeline.batch import Summary
+from pipeline.batch import METRICS, Summary
 from core.terminal import printable
 
 
@@ -34,4 +34,6 @@ def format_batch_summary(summary: Summary) -> str:
     dead_where = summary.dead_letters.name if summary.dead_letters.kind == "file" else f"kafka:{summary.dead_letters.name}"
     lines.append(f"  dead letters: {dead}" + (f" -> {printable(dead_where)}" if dead else ""))
     lines += _table("dead letters by reason", summary.breakdown("dead_letter"))
+    if summary.counted_from != METRICS:
+        lines.append(f"  counted {printable(summary.counted_from)}")
     return "\n".join(lines)

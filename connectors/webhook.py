@@ -72,7 +72,7 @@ def signed_headers(secret: str, body: bytes, now: Optional[float] = None) -> dic
     return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signature(secret, body, timestamp)}
 
 
-class _ReplayCache:
+class ReplayCache:
     """Signatures accepted within the tolerance window, each kept until its timestamp leaves the window."""
 
     def __init__(self, capacity: int) -> None:
@@ -143,7 +143,7 @@ def _json_response(status: int, answer: dict[str, Any], extra: Optional[dict[str
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class BoundedServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer whose requests run on a fixed pool of `max_workers` threads.
 
     ThreadingHTTPServer starts a thread per connection, without bound. Here a semaphore counts the
@@ -211,7 +211,7 @@ class WebhookReceiver:
             raise ValueError("tolerance_s, replay_cache_size and max_workers must be positive")
         self.secret, self.mode, self.kafka, self.writer = secret, mode, kafka, writer
         self.tolerance_s, self.clock = tolerance_s, clock
-        self._replays = _ReplayCache(replay_cache_size)
+        self._replays = ReplayCache(replay_cache_size)
         self._lock = threading.Lock()  # one producer, many request threads
         receiver = self
 
@@ -306,7 +306,7 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = _BoundedServer((host, port), Handler, max_workers, queue_wait_s)
+        self.server = BoundedServer((host, port), Handler, max_workers, queue_wait_s)
 
     @property
     def port(self) -> int:

@@ -128,7 +128,8 @@ def start(service: Service, timeout_s: float) -> str:
         if proc.poll() is not None:
             raise ServiceError(f"{service.name}: exited with code {proc.returncode} at start; see {service.log_file}")
         if service.healthy():
-            return f"{service.name}: started (pid {proc.pid}, ports {', '.join(map(str, service.ports))})"
+            ports = f", ports {', '.join(map(str, service.ports))}" if service.ports else ""
+            return f"{service.name}: started (pid {proc.pid}{ports})"
         time.sleep(0.1)
     stop(service)
     raise ServiceError(f"{service.name}: not healthy after {timeout_s:.0f} s; see {service.log_file}")
@@ -160,13 +161,15 @@ def down(cfg: ServicesSettings) -> list[str]:
     return [stop(service) for service in services_for(cfg)]
 
 
+def describe(service: Service) -> str:
+    """One status line: running and healthy or not, with its pid and log."""
+    pid = service.pid()
+    state = ("healthy" if service.healthy() else "starting or unhealthy") if pid else "not running"
+    return f"{service.name}: {state}" + (f" (pid {pid}, log {service.log_file})" if pid else "")
+
+
 def status(cfg: ServicesSettings) -> list[str]:
-    lines = []
-    for service in services_for(cfg):
-        pid = service.pid()
-        state = ("healthy" if service.healthy() else "starting or unhealthy") if pid else "not running"
-        lines.append(f"{service.name}: {state}" + (f" (pid {pid}, log {service.log_file})" if pid else ""))
-    return lines
+    return [describe(service) for service in services_for(cfg)]
 
 
 def noida_control(cfg: ServicesSettings, action: str, service: str) -> None:

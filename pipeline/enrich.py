@@ -63,22 +63,25 @@ def _failed_batch_to_dead_letters(failure: tuple[list[Post], Any], step: str) ->
 def finish(post: Post) -> Post:
     """Stamp what every enriched post carries, and count it for the run summary."""
     enriched = {**post, "schema_version": schemas.SCHEMA_VERSION, "processed_at": utc_now()}
-    count = Metrics.counter
-    count(SUMMARY_NAMESPACE, "enriched").inc()
-    count(SUMMARY_NAMESPACE, f"source.{post['source']}").inc()
+    for key in summary_keys(post):
+        Metrics.counter(SUMMARY_NAMESPACE, key).inc()
+    return enriched
+
+
+def summary_keys(post: Post) -> list[str]:
+    """The run-summary counters one enriched post adds: runner metrics count them in `finish`, and a runner
+    without metrics (pipeline/elementwise.py) counts them from the posts it wrote."""
+    keys = ["enriched", f"source.{post['source']}"]
     if "language" in post:
-        count(SUMMARY_NAMESPACE, f"language.{post['language']['code']}").inc()
+        keys.append(f"language.{post['language']['code']}")
     for field in ("sentiment", "intent", "relevance", "topic"):
         if post.get(field, {}).get("label"):
-            count(SUMMARY_NAMESPACE, f"{field}.{post[field]['label']}").inc()
+            keys.append(f"{field}.{post[field]['label']}")
     if "triage" in post and not post["triage"].get("brand"):  # the brand's own posts are not routed
-        count(SUMMARY_NAMESPACE, f"queue.{post['triage']['queue']}").inc()
-        count(SUMMARY_NAMESPACE, f"priority.{post['triage']['priority']}").inc()
+        keys += [f"queue.{post['triage']['queue']}", f"priority.{post['triage']['priority']}"]
     if post.get("pii", {}).get("found"):
-        count(SUMMARY_NAMESPACE, "pii_found").inc()
-        for pii_type in post["pii"]["types"]:
-            count(SUMMARY_NAMESPACE, f"pii.{pii_type}").inc()
-    return enriched
+        keys += ["pii_found", *(f"pii.{pii_type}" for pii_type in post["pii"]["types"])]
+    return keys
 
 
 def count_dead_letter(letter: DeadLetter) -> DeadLetter:

@@ -99,8 +99,9 @@ class HandoffConfigError(ConfigFileError):
     what = "handoff file"
 
 
-def load(path: str, require_env: bool = True) -> HandoffConfig:
-    """Read and validate a handoff file; names must be unique and every named variable set."""
+def load(path: str, require_env: bool = True, unused: tuple[str, ...] = ()) -> HandoffConfig:
+    """Read and validate a handoff file; names must be unique and every named variable set, except the keys in
+    `unused` (`triage handoff` sends tickets and never reads `webhook_secret_env`; the receiver needs it)."""
     config, document = load_yaml(path, HandoffConfig, HandoffConfigError, what="handoff file")
     problems, seen = [], set()
     for index, target in enumerate(config.targets):
@@ -109,7 +110,7 @@ def load(path: str, require_env: bool = True) -> HandoffConfig:
                             f"be unique (they key the case -> ticket mapping); {target.name} is used twice")
         seen.add(target.name)
         for key, value in target:
-            if require_env and key.endswith("_env") and value and not os.environ.get(value):
+            if require_env and key.endswith("_env") and key not in unused and value and not os.environ.get(value):
                 problems.append(f"{document.where(('targets', index, key))}: targets.{index}.{key}: target "
                                 f"{target.name}: environment variable {value} is not set")
     if problems:

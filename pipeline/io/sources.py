@@ -5,7 +5,7 @@ Each yields RawRecords (bytes plus origin), so parsing and dead letters are hand
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
@@ -104,22 +104,32 @@ class ScanIndex(beam.DoFn):
     def process(self, _: Any) -> Iterator[RawRecord]:
         es = elasticsearch_client(self.cfg)
         try:
-            hits = scan(es, index=self.index, query={"query": {"query_string": {"query": self.query}}, "_source": False},
-                        size=500)
-            for page in pages((hit["_id"] for hit in hits), 500):
-                for doc in es.mget(index=self.cfg.private_index, ids=page)["docs"]:
-                    if not doc.get("found"):
-                        # Without the raw post there is nothing to re-enrich; reprocessing copies the old document.
-                        Metrics.counter(SUMMARY_NAMESPACE, "raw_post_missing").inc()
-                        continue
-                    if doc["_source"].get("deleted_at"):
-                        # Its author deleted it and its raw text is gone: likewise copied as it is, still marked.
-                        Metrics.counter(SUMMARY_NAMESPACE, "deleted_post_kept").inc()
-                        continue
-                    post = {k: v for k, v in doc["_source"].items() if k in POST_FIELDS}
-                    yield RawRecord(post_payload(post), f"es:{self.index}/{doc['_id']}")
+            yield from raw_posts(es, self.cfg, self.index, matching_ids(es, self.index, self.query))
         finally:
             es.close()
+
+
+def matching_ids(es: Any, index: str, query: str) -> Iterator[str]:
+    """The ids of the documents of `index` that match a query string (their sources not fetched)."""
+    hits = scan(es, index=index, query={"query": {"query_string": {"query": query}}, "_source": False}, size=500)
+    return (hit["_id"] for hit in hits)
+
+
+def raw_posts(es: Any, cfg: ElasticsearchSettings, index: str, ids: Iterable[str]) -> Iterator[RawRecord]:
+    """The raw posts of these ids from the private index, in pages; also read per chunk of ids by
+    pipeline/elementwise.py."""
+    for page in pages(iter(ids), 500):
+        for doc in es.mget(index=cfg.private_index, ids=page)["docs"]:
+            if not doc.get("found"):
+                # Without the raw post there is nothing to re-enrich; reprocessing copies the old document.
+                Metrics.counter(SUMMARY_NAMESPACE, "raw_post_missing").inc()
+                continue
+            if doc["_source"].get("deleted_at"):
+                # Its author deleted it and its raw text is gone: likewise copied as it is, still marked.
+                Metrics.counter(SUMMARY_NAMESPACE, "deleted_post_kept").inc()
+                continue
+            post = {k: v for k, v in doc["_source"].items() if k in POST_FIELDS}
+            yield RawRecord(post_payload(post), f"es:{index}/{doc['_id']}")
 
 
 def pages(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
