@@ -7,7 +7,7 @@ N      ?= 10000
 
 DATA   ?= ../shared/data
 
-.PHONY: install demo test test-unit train eval bench-batch bench-stream services-up services-down services-status setup bench-batch lock clean
+.PHONY: install browser screenshots bench-web demo test test-unit train eval bench-batch bench-stream services-up services-down services-status setup bench-batch lock clean
 
 # The virtual environment, from the pinned lock file; re-done only when setup.py or the lock changes.
 $(STAMP): setup.py requirements.lock
@@ -17,7 +17,19 @@ $(STAMP): setup.py requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+## Debian's chromium and its driver for the browser tests (tests/test_web_browser.py: Playwright drives
+## /usr/bin/chromium; Playwright's own browser download cannot work offline). Installed with apt-get when missing and
+## we are root; otherwise those tests are skipped and this says why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "NOTE: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get):" \
+		"the browser tests will be skipped. Install it with: sudo apt-get install chromium chromium-driver"; fi
 
 ## Start local services, create topics and index, enrich and index the sample posts, print a summary.
 demo: install
@@ -35,6 +47,11 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) -m "not integration and not models" -ra -W ignore::DeprecationWarning
 
+## The README's screenshots (docs/screenshots/*.png), taken by the browser tests so they show the real pages.
+screenshots: install
+	TRIAGE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_web_browser.py -n 0 -ra \
+		-W ignore::DeprecationWarning
+
 services-up: install
 	$(BIN)/triage services up
 services-down: install
@@ -47,6 +64,10 @@ setup: install
 ## Throughput and peak memory of batch enrichment (N posts, default 10000), JSONL->JSONL and JSONL->Elasticsearch.
 bench-batch: services-up
 	$(BIN)/triage bench batch --n $(N)
+
+## The web workspace: N generated posts indexed with cheap fake enrichment, then page and API times of `triage web`.
+bench-web: services-up
+	$(BIN)/triage bench web --n $(N)
 
 ## Streaming: one worker, producer at 20/50/100 posts/s and flat out (DURATION s each, default 60).
 DURATION ?= 60

@@ -430,12 +430,16 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.mode == "web":
         from cli import bench_web
-        return bench_web.run(settings, args.samples, args.n, args.requests, args.workdir, args.config)
+        return bench_web.run(settings, args.samples, args.n or 10_000, args.requests, args.workdir, args.config)
     if args.mode == "stream":
         from cli import bench_stream
         return bench_stream.run(settings, args.samples, args.duration, args.workdir, args.config)
+    if args.mode == "scale":
+        from cli import bench_scale
+        return bench_scale.run(settings, args.samples, args.n or 200_000, args.query_sizes, args.workers, args.models,
+                               args.repeats, args.workdir, args.config, args.json)
     from cli import bench
-    return bench.run_batch_benchmark(settings, args.samples, args.n, args.workdir, args.config)
+    return bench.run_batch_benchmark(settings, args.samples, args.n or 10_000, args.workdir, args.config)
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
@@ -743,15 +747,37 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("bench", _bench, "Benchmark batch enrichment (JSONL->JSONL, JSONL->Elasticsearch, naive baseline) "
                                    "or the streaming job (fixed rates, latency percentiles), or the web workspace "
                                    "(page times over N indexed posts).")
-    sub.add_argument("mode", nargs="?", choices=["batch", "stream", "web"], default="batch",
-                     help="web: generated posts indexed with cheap fake enrichment, then `triage web` timed")
-    sub.add_argument("--n", type=int, default=10_000, help="batch: posts to enrich; web: posts to index (default "
-                                                           "10000)")
+    sub.add_argument("mode", nargs="?", choices=["batch", "stream", "web", "scale"], default="batch",
+                     help="web: generated posts indexed with cheap fake enrichment, then `triage web` timed; scale: "
+                          "batch on FnApiRunner and Dask, stream with 1 and N workers and a killed worker, reprocess "
+                          "with a reader, the product's queries at each --query-sizes")
+    sub.add_argument("--n", type=int, help="batch: posts to enrich; web: posts to index (default 10000); scale: posts "
+                                           "for batch, stream and reprocess (default 200000)")
     sub.add_argument("--requests", type=int, default=200, help="web: requests per page timed (default 200)")
     sub.add_argument("--duration", type=float, default=60.0, help="stream: seconds per rate (default 60)")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")
     sub.add_argument("--workdir", default=".triage/bench", help="where generated input and outputs go")
+    sub.add_argument("--query-sizes", type=_counts, default=[50_000, 200_000], metavar="N,N",
+                     help="scale: indexed posts at which the product's queries are timed (default 50000,200000)")
+    sub.add_argument("--workers", type=_counts, default=[1, 2], metavar="N,N",
+                     help="scale: Dask workers and stream workers to measure (default 1,2; failover with the largest)")
+    sub.add_argument("--models", choices=["real", "fake"], default="real",
+                     help="scale: enrich with the configured models, or with pipeline/testing.py's fakes (a quick "
+                          "check of the tooling)")
+    sub.add_argument("--repeats", type=int, default=20, help="scale: times each query is asked per size (default 20)")
+    sub.add_argument("--json", help="scale: also write every figure to this JSON file")
     return parser
+
+
+def _counts(text: str) -> list[int]:
+    """A comma-separated list of positive counts (--query-sizes 50000,200000)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
