@@ -60,31 +60,69 @@ def _window(end: datetime) -> dict[str, Any]:
     return {"range": {"created_at": {"gte": utc_iso(end - timedelta(hours=1)), "lt": utc_iso(end)}}}
 
 
+Counts = dict[str, Any]  # one hour's customer posts: {"posts": n, "negative": n, "topics": {topic: n}}
+
+
+def _counts(bucket: dict[str, Any]) -> Counts:
+    return {"posts": bucket["doc_count"], "negative": bucket["negative"]["doc_count"],
+            "topics": {t["key"]: t["doc_count"] for t in bucket["topic"]["buckets"]}}
+
+
+_HOUR_AGGS = {"topic": {"terms": {"field": "topic.label", "size": 100}},
+              "negative": {"filter": {"term": {"sentiment.label": "negative"}}}}
+
+
+def spikes(current: Counts, past: list[Counts], hour: str, cfg: AlertSettings) -> list[Alert]:
+    """The alerts for one hour's counts against the same hour of the previous days (`past`, one per day)."""
+    alerts = []
+    for topic, count in current["topics"].items():
+        usual = sum(day["topics"].get(topic, 0) for day in past) / len(past) if past else 0.0
+        if count >= cfg.min_posts and count >= cfg.volume_factor * max(usual, 1.0):
+            alerts.append(Alert("topic_volume", topic, hour, count, usual, count))
+    posts, past_posts = current["posts"], sum(day["posts"] for day in past)
+    if posts >= cfg.min_posts and past_posts:
+        share = current["negative"] / posts
+        usual_share = sum(day["negative"] for day in past) / past_posts
+        if share - usual_share >= cfg.negative_share_rise:
+            alerts.append(Alert("negative_share", "all", hour, share, usual_share, posts))
+    return alerts
+
+
 def detect(es: Elasticsearch, index: str, cfg: AlertSettings, now: Optional[datetime] = None) -> list[Alert]:
     """Alerts for the hour before `now` (default: the current time)."""
     now = now or datetime.now(timezone.utc)
     windows = {"current": _window(now)}
     windows.update({f"day-{d}": _window(now - timedelta(days=d)) for d in range(1, cfg.baseline_days + 1)})
-    response = es.search(index=index, size=0, query={"bool": {"must_not": [BRAND_POSTS]}}, aggs={"w": {"filters": {"filters": windows}, "aggs": {
-        "topic": {"terms": {"field": "topic.label", "size": 100}},
-        "negative": {"filter": {"term": {"sentiment.label": "negative"}}}}}})
+    # Only the windows' posts are read (the filters aggregation alone would visit every post of the index).
+    in_windows = {"bool": {"should": list(windows.values()), "minimum_should_match": 1}}
+    response = es.search(index=index, size=0, track_total_hits=False,
+                         query={"bool": {"filter": [in_windows], "must_not": [BRAND_POSTS]}},
+                         aggs={"w": {"filters": {"filters": windows}, "aggs": _HOUR_AGGS}})
     buckets = response["aggregations"]["w"]["buckets"]
-    current, past = buckets["current"], [buckets[k] for k in windows if k != "current"]
-    hour = (now - timedelta(hours=1)).isoformat(timespec="minutes")
-    alerts = []
-    for topic in current["topic"]["buckets"]:
-        usual = sum(next((t["doc_count"] for t in day["topic"]["buckets"] if t["key"] == topic["key"]), 0)
-                    for day in past) / len(past)
-        if topic["doc_count"] >= cfg.min_posts and topic["doc_count"] >= cfg.volume_factor * max(usual, 1.0):
-            alerts.append(Alert("topic_volume", topic["key"], hour, topic["doc_count"], usual, topic["doc_count"]))
-    posts = current["doc_count"]
-    past_posts = sum(day["doc_count"] for day in past)
-    if posts >= cfg.min_posts and past_posts:
-        share = current["negative"]["doc_count"] / posts
-        usual_share = sum(day["negative"]["doc_count"] for day in past) / past_posts
-        if share - usual_share >= cfg.negative_share_rise:
-            alerts.append(Alert("negative_share", "all", hour, share, usual_share, posts))
-    return alerts
+    past = [_counts(buckets[k]) for k in windows if k != "current"]
+    return spikes(_counts(buckets["current"]), past, (now - timedelta(hours=1)).isoformat(timespec="minutes"), cfg)
+
+
+def hourly_spikes(es: Elasticsearch, index: str, cfg: AlertSettings, start: datetime,
+                  end: datetime) -> list[tuple[datetime, Counts, list[Alert]]]:
+    """Each hour with customer posts from `start` to `end`: its counts and the spikes `detect` finds in it, from
+    ONE request (an hourly histogram reaching `baseline_days` further back), not one request per hour."""
+    start = start.replace(minute=0, second=0, microsecond=0)
+    response = es.search(index=index, size=0, track_total_hits=False,
+                         query={"bool": {"filter": [{"range": {"created_at": {
+                             "gte": utc_iso(start - timedelta(days=cfg.baseline_days)), "lt": utc_iso(end)}}}],
+                             "must_not": [BRAND_POSTS]}},
+                         aggs={"h": {"date_histogram": {"field": "created_at", "fixed_interval": "1h",
+                                                        "min_doc_count": 1}, "aggs": _HOUR_AGGS}})
+    by_hour = {datetime.fromtimestamp(b["key"] / 1000, timezone.utc): _counts(b)
+               for b in response["aggregations"]["h"]["buckets"]}
+    empty: Counts = {"posts": 0, "negative": 0, "topics": {}}
+    hours = []
+    for hour, counts in sorted(by_hour.items()):
+        if hour >= start:
+            past = [by_hour.get(hour - timedelta(days=d), empty) for d in range(1, cfg.baseline_days + 1)]
+            hours.append((hour, counts, spikes(counts, past, hour.isoformat(timespec="minutes"), cfg)))
+    return hours
 
 
 def post_to_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> None:

@@ -84,3 +84,20 @@ def test_a_quiet_hour_sends_nothing(alert_settings: Settings, receiver: tuple[st
     assert main(["alerts", "--webhook", url, "--now", (NOW - timedelta(days=1)).isoformat()]) == 0
     assert hook.requests == []
     assert "no spikes" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_the_workspace_hourly_view_finds_the_same_spike_in_one_request(alert_settings: Settings) -> None:
+    """The supervisor page marks spikes per hour over two days: one histogram request, and the same verdict as
+    `triage alerts` for the busy hour (and none for the quiet hours before it)."""
+    from apps.alerts import hourly_spikes
+    es = elasticsearch_client(alert_settings.elasticsearch)
+    try:
+        hours = hourly_spikes(es, alert_settings.elasticsearch.read_alias, alert_settings.alerts,
+                              NOW - timedelta(days=2), NOW)
+    finally:
+        es.close()
+    flagged = [(hour, {(a.kind, a.key) for a in found}) for hour, _, found in hours if found]
+    busy = (NOW - timedelta(minutes=20)).replace(minute=0, second=0, microsecond=0)
+    assert flagged == [(busy, {("topic_volume", "network"), ("negative_share", "all")})]
+    assert next(counts for hour, counts, _ in hours if hour == busy)["posts"] == 14

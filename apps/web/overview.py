@@ -1,5 +1,5 @@
 """Supervisors' service level and analysts' search, from the same code as `triage query`, `--sla` and
-`triage alerts` (apps/service_level.py, apps/analytics.py, apps/alerts.py, apps/query.py), so the workspace shows
+`triage alerts` (apps/service_level.py, apps/alerts.py, apps/query.py), so the workspace shows
 the numbers the command line shows.
 
 Search results are cut to the analysts' allow-list (access.ANALYST_POST_FIELDS) for every role before they
@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, render_template, request
 
-from apps import alerts, analytics, query, service_level
+from apps import alerts, query, service_level
 from apps.web import charts
 from apps.web.access import allowed, roles
 from apps.web.context import context
@@ -25,26 +25,22 @@ SPIKE_HOURS = 48
 
 def _agents_load(es: Any, cases_index: str) -> dict[str, int]:
     response = es.search(index=cases_index, size=0, query={"bool": {"filter": [service_level.OPEN]}},
-                         aggs={"agents": {"terms": {"field": "agent.assignee", "size": 100}}})
+                         track_total_hits=False, aggs={"agents": {"terms": {"field": "agent.assignee", "size": 100}}})
     return {b["key"]: b["doc_count"] for b in response["aggregations"]["agents"]["buckets"]}
 
 
 def _volume(es: Any, index: str, now: datetime) -> tuple[list[str], list[int], list[float], list[int], list[str]]:
-    """Hourly customer posts and negative share over the last hours, and the hours where `triage alerts` finds a
-    spike (its detection run as of the end of each hour with posts)."""
-    counts = analytics.over_time(es, index, query.QueryFilters(since=f"now-{SPIKE_HOURS}h"), "sentiment", "hour")
-    hours = sorted(counts)
-    totals = [sum(counts[h].values()) for h in hours]
-    negative = [round(counts[h].get("negative", 0) / total, 4) if total else 0.0 for h, total in zip(hours, totals)]
-    marks, messages = [], []
-    settings = context().settings
-    for i, hour in enumerate(hours):
-        end = datetime.fromisoformat(hour + ":00:00+00:00") + timedelta(hours=1)
-        found = alerts.detect(es, index, settings.alerts, min(end, now))
-        if found:
-            marks.append(i)
-            messages += [a.message() for a in found]
-    return hours, totals, negative, marks, messages
+    """Hourly customer posts and negative share over the last SPIKE_HOURS hours with posts (ending now, or at the
+    newest post when the index is older), and the hours where `triage alerts` would have found a spike."""
+    newest = es.search(index=index, size=0, track_total_hits=False,
+                       aggs={"newest": {"max": {"field": "created_at"}}})["aggregations"]["newest"]["value"]
+    end = min(now, datetime.fromtimestamp(newest / 1000, timezone.utc) + timedelta(hours=1)) if newest else now
+    found = alerts.hourly_spikes(es, index, context().settings.alerts, end - timedelta(hours=SPIKE_HOURS), end)
+    hours = [hour.strftime("%Y-%m-%dT%H") for hour, _, _ in found]
+    totals = [counts["posts"] for _, counts, _ in found]
+    negative = [round(counts["negative"] / counts["posts"], 4) if counts["posts"] else 0.0 for _, counts, _ in found]
+    marks = [i for i, (_, _, spikes) in enumerate(found) if spikes]
+    return hours, totals, negative, marks, [alert.message() for _, _, spikes in found for alert in spikes]
 
 
 def _supervisor_figures() -> dict[str, Any]:

@@ -9,8 +9,10 @@
     var due = cell.getAttribute("data-due");
     if (!due) { cell.textContent = "-"; return; }
     var left = Math.round((Date.parse(due) - Date.now()) / 1000);
-    var abs = Math.abs(left), h = Math.floor(abs / 3600), m = Math.floor((abs % 3600) / 60), s = abs % 60;
-    var text = (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
+    var abs = Math.abs(left), d = Math.floor(abs / 86400), h = Math.floor((abs % 86400) / 3600);
+    var m = Math.floor((abs % 3600) / 60), s = abs % 60;
+    // the precision an agent acts on: days and hours when far off, seconds only in the last hour
+    var text = d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m + "m " + s + "s";
     cell.textContent = left < 0 ? overdueLabel + " " + text : text;
     cell.classList.toggle("overdue", left < 0);
   }
