@@ -31,6 +31,7 @@ from pipeline.batch import run as run_batch
 from core.clients import elasticsearch_client
 from core.config import ElasticsearchSettings, Settings
 from pipeline.io.sources import pages
+from pipeline.steps.registry import StepClass
 from core.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,10 @@ def _copy_agent(es: Elasticsearch, index: str, post_id: str, agent: dict[str, An
     raise RuntimeError(f"could not copy the agent fields of {post_id}")
 
 
-def reprocess(settings: Settings, workdir: str = ".triage/reprocess",
-              beam_args: Optional[list[str]] = None) -> ReprocessReport:
-    """`beam_args` choose the runner of the re-enrichment (e.g. the DaskRunner), as for `triage batch`."""
+def reprocess(settings: Settings, workdir: str = ".triage/reprocess", beam_args: Optional[list[str]] = None,
+              steps: Optional[list[StepClass]] = None) -> ReprocessReport:
+    """`beam_args` choose the runner of the re-enrichment (e.g. the DaskRunner), as for `triage batch`; `steps`
+    replace enrichment.steps (`triage bench scale` re-enriches with cheap fakes)."""
     cfg = settings.elasticsearch
     es = elasticsearch_client(cfg)
     try:
@@ -126,13 +128,17 @@ def reprocess(settings: Settings, workdir: str = ".triage/reprocess",
         Path(workdir).mkdir(parents=True, exist_ok=True)
         dead_path = str(Path(workdir) / f"{new}.dead-letters.jsonl")
         log.info("reprocessing", extra={"fields": {"from": old, "to": new}})
-        full = _enrich(settings, old, new, "*", dead_path, beam_args or [])
+        full = _enrich(settings, old, new, "*", dead_path, beam_args or [], steps)
+        # Searchable before readers move to it: real Elasticsearch shows writes only after a refresh, so a swap
+        # onto an unrefreshed index would show readers fewer posts for up to a refresh interval.
+        es.indices.refresh(index=new)
         swap_aliases(es, cfg, old, new)
         es.indices.refresh(index=old)
         # Posts the stream wrote into the old index while step 2 ran.
         late = es.count(index=old, query={"range": {"processed_at": {"gte": started}}})["count"]
         catch_up = _enrich(settings, old, new, f'processed_at:>="{started}"',
-                           str(Path(workdir) / f"{new}.late.dead-letters.jsonl"), beam_args or []) if late else None
+                           str(Path(workdir) / f"{new}.late.dead-letters.jsonl"), beam_args or [],
+                           steps) if late else None
         es.indices.refresh(index=new)
         agent_copies, unchanged = carry_over(es, old, new)
         es.indices.refresh(index=new)
@@ -145,9 +151,10 @@ def reprocess(settings: Settings, workdir: str = ".triage/reprocess",
         es.close()
 
 
-def _enrich(settings: Settings, source: str, target: str, query: str, dead_path: str, beam_args: list[str]) -> Summary:
+def _enrich(settings: Settings, source: str, target: str, query: str, dead_path: str, beam_args: list[str],
+            steps: Optional[list[StepClass]] = None) -> Summary:
     job = BatchJob(inputs=[f"es:{source}"], output=f"es:{target}", dead_letters=dead_path, query=query,
-                   beam_args=beam_args)
+                   beam_args=beam_args, steps=steps)
     return run_batch(settings, job)
 
 

@@ -146,7 +146,8 @@ def service_level(es: Elasticsearch, index: str, filters: QueryFilters,
 def open_and_overdue(es: Elasticsearch, index: str, now: Optional[datetime] = None) -> dict[str, dict[str, int]]:
     """Open and overdue cases per queue: what the exporter and the overdue alert need, in one small request."""
     aggs = _open_aggs(now or datetime.now(timezone.utc))
-    response = es.search(index=index, size=0, aggs={"queue": {"terms": {"field": "queue", "size": 200}, "aggs": aggs}})
+    response = es.search(index=index, size=0, track_total_hits=False,
+                         aggs={"queue": {"terms": {"field": "queue", "size": 200}, "aggs": aggs}})
     return {b["key"]: {name: b[name]["doc_count"] for name in aggs} for b in response["aggregations"]["queue"]["buckets"]}
 
 

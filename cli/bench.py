@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -46,13 +47,15 @@ def make_input(samples: str, n: int, path: Path, seed: int = 7) -> None:
 
 def _run(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    with tempfile.TemporaryFile() as captured:  # a pipe read only after the exit would block a chatty child
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=captured)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        captured.seek(0)
+        stderr = captured.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"benchmark run failed: {' '.join(argv)}\n{stderr[-2000:]}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def run_batch_benchmark(settings: Settings, samples: str, n: int, workdir: str, config: Optional[str]) -> int:

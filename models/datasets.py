@@ -7,6 +7,7 @@ train/val/dev splits; test splits are only reachable through `evaluation_sets`.
 from __future__ import annotations
 
 import csv
+import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from pathlib import Path
 from core.labels import INTENT_LABELS, SENTIMENT_LABELS
 
 INTENTS_DIR = Path(__file__).resolve().parent.parent / "data" / "intents"
+# UMSAB's languages beyond German and English (XLM-T's multilingual setting): train/val for training and the
+# epoch choice, test for reporting beside XLM-T's multilingual figures.
+UMSAB_OTHER = {"arabic": "ar", "french": "fr", "hindi": "hi", "italian": "it", "portuguese": "pt", "spanish": "es"}
+# Extra train-only sentiment sets (`label<TAB>text`, header, CSV-quoted): folder -> (set name, language)
+EXTRA_SETS = {"sb10k": ("sb10k-train", "de"), "potts": ("potts-train", "de"),
+              "semeval2013-2016": ("semeval-train", "en")}
+# The team's hard care posts (data/intents/care-hard-{train,test}.jsonl): each row also carries its sentiment and
+# the failure class it was written for, so `triage eval` reports every class on its own.
+CARE_FILE = "care-hard"
 
 
 @dataclass(frozen=True)
@@ -64,22 +74,71 @@ def intent_set(split: str, root: Path = INTENTS_DIR) -> LabelledSet:
     return LabelledSet(f"intents-{split}", "intent", [r["text"] for r in rows], [r["label"] for r in rows])
 
 
-def training_sets(root: str | Path) -> list[LabelledSet]:
-    """Everything the sentiment and relevance heads may learn from: train, val and GermEval dev only."""
+def care_rows(split: str, root: Path = INTENTS_DIR, missing_ok: bool = False) -> list[dict[str, str]]:
+    """The hard care posts of one split: {"text", "label" (intent), "sentiment", "language", "class"} per row.
+    missing_ok: none when the folder has no such file (an `--intents` folder of a company's own texts)."""
+    path = Path(root) / f"{CARE_FILE}-{split}.jsonl"
+    if missing_ok and not path.exists():
+        return []
+    rows = [json.loads(line) for line in _lines(path) if line.strip()]
+    for number, row in enumerate(rows, 1):
+        missing = {"text", "label", "sentiment", "language", "class"} - set(row)
+        if missing or row["label"] not in INTENT_LABELS or row["sentiment"] not in SENTIMENT_LABELS:
+            raise ValueError(f"{path}, row {number}: needs text, a known label and sentiment, language and class")
+    return rows
+
+
+def _extra(root: Path, folder: str) -> LabelledSet:
+    """A train-only TSV set. PotTS' `mixed` label has no place among three classes and is left out; HTML entities
+    and escaped \\uXXXX sequences (as the sources give them) are decoded to what a post shows."""
+    name, language = EXTRA_SETS[folder]
+    path = root / folder / "train.tsv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle, delimiter="\t") if row["label"] in SENTIMENT_LABELS]
+    texts = [html.unescape(_unescape_u(row["text"])) for row in rows]
+    return LabelledSet(name, "sentiment", texts, [row["label"] for row in rows], "macro_f1", language)
+
+
+def _unescape_u(text: str) -> str:
+    if "\\u" not in text:
+        return text
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return text
+
+
+def training_sets(root: str | Path, extra: bool = False) -> list[LabelledSet]:
+    """Everything the sentiment and relevance heads may learn from: train, val and GermEval dev only.
+
+    extra: also the train-only additions (UMSAB's six other languages, SB-10k, PotTS, SemEval 2013-2016),
+    which the training config samples from (`mix` in models/train.yaml)."""
     root = Path(root)
-    return [
+    sets = [
         _numbered(root, "umsab/german", "train", "umsab-de-train", "macro_f1", "de"),
         _numbered(root, "umsab/english", "train", "umsab-en-train", "macro_f1", "en"),
         _numbered(root, "tweeteval/sentiment", "val", "tweeteval-val", "macro_recall", "en"),
         *_germeval(root, "dev"),
     ]
+    if extra:
+        sets += [_numbered(root, f"umsab/{folder}", "train", f"umsab-{code}-train", "macro_f1", code)
+                 for folder, code in UMSAB_OTHER.items()]
+        sets += [_extra(root, folder) for folder in EXTRA_SETS]
+    return sets
 
 
-def validation_sets(root: str | Path) -> list[LabelledSet]:
-    """Held out from training, used to watch training and pick the checkpoint (never a test split)."""
+def validation_sets(root: str | Path, other_languages: bool = False) -> list[LabelledSet]:
+    """Held out from training, used to watch training and pick the checkpoint (never a test split).
+    other_languages: also UMSAB's six other val splits (watched, and used to fit the sentiment calibration)."""
     root = Path(root)
-    return [_numbered(root, "umsab/german", "val", "umsab-de-val", "macro_f1", "de"),
+    sets = [_numbered(root, "umsab/german", "val", "umsab-de-val", "macro_f1", "de"),
             _numbered(root, "umsab/english", "val", "umsab-en-val", "macro_f1", "en")]
+    if other_languages:
+        sets += [_numbered(root, f"umsab/{folder}", "val", f"umsab-{code}-val", "macro_f1", code)
+                 for folder, code in UMSAB_OTHER.items()]
+    return sets
 
 
 def evaluation_sets(root: str | Path) -> list[LabelledSet]:
@@ -92,4 +151,6 @@ def evaluation_sets(root: str | Path) -> list[LabelledSet]:
         _numbered(root, "tweeteval/sentiment", "test", "tweeteval-test", "macro_recall", "en"),
         germeval_sentiment,
         germeval_relevance,
+        *[_numbered(root, f"umsab/{folder}", "test", f"umsab-{code}-test", "macro_f1", code)
+          for folder, code in UMSAB_OTHER.items() if (root / "umsab" / folder).exists()],
     ]

@@ -98,8 +98,11 @@ def read_topics(path: str | Path) -> TopicsConfig:
 
 
 class TopicMatcher:
-    def __init__(self, config: TopicsConfig, encoder: TextEncoder, threshold: Optional[float] = None) -> None:
-        """threshold overrides the file's (evaluation measures the phrases without it)."""
+    def __init__(self, config: TopicsConfig, encoder: TextEncoder, threshold: Optional[float] = None,
+                 corrected: Optional[tuple[list[str], torch.Tensor]] = None) -> None:
+        """threshold overrides the file's (evaluation measures the phrases without it). `corrected`: topics and
+        similarity vectors of posts agents gave a topic (models/artifacts/topic-examples.safetensors), which count
+        as more example phrases of the topics this file defines."""
         self.threshold = config.threshold if threshold is None else threshold
         phrases: list[str] = []
         owners: list[Optional[str]] = []
@@ -109,12 +112,19 @@ class TopicMatcher:
                 owners.append(topic.name)
         phrases += config.no_topic
         owners += [None] * len(config.no_topic)
+        vectors = encoder.similarity_part(encoder.embed(phrases))
+        if corrected:
+            defined = {topic.name for topic in config.topics}
+            keep = [i for i, topic in enumerate(corrected[0]) if topic in defined]
+            owners += [corrected[0][i] for i in keep]
+            vectors = torch.cat([vectors, corrected[1][keep].float()])
         self._owners = owners
-        self._phrases = torch.nn.functional.normalize(encoder.similarity_part(encoder.embed(phrases)), dim=-1)
+        self._phrases = torch.nn.functional.normalize(vectors, dim=-1)
 
     @classmethod
-    def from_file(cls, path: str | Path, encoder: TextEncoder) -> "TopicMatcher":
-        return cls(read_topics(path), encoder)
+    def from_file(cls, path: str | Path, encoder: TextEncoder,
+                  corrected: Optional[tuple[list[str], torch.Tensor]] = None) -> "TopicMatcher":
+        return cls(read_topics(path), encoder, corrected=corrected)
 
     def assign(self, vectors: torch.Tensor) -> list[dict[str, Any]]:
         """{label, score} per similarity vector (`TextEncoder.similarity_part`): the nearest phrase's topic,

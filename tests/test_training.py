@@ -32,6 +32,17 @@ def _write_benchmarks(root: Path) -> None:
                                                   for i, (t, l) in enumerate(zip(texts, labels))]
     for split in ("dev", "test_syn"):
         (root / "germeval2017" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    # the train-only additions the shipped `mix` draws from (PotTS' `mixed` rows are left out by the reader)
+    for folder in ("arabic", "french", "hindi", "italian", "portuguese", "spanish"):
+        (root / "umsab" / folder).mkdir(parents=True)
+        for split in ("train", "val", "test"):
+            (root / "umsab" / folder / f"{split}_text.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+            (root / "umsab" / folder / f"{split}_labels.txt").write_text("\n".join(labels) + "\n")
+    tsv = ["label\ttext", "mixed\tgut und schlecht zugleich"] + [f"{names[int(label)]}\t\"{text}\""
+                                                                 for text, label in zip(texts, labels)]
+    for folder in ("sb10k", "potts", "semeval2013-2016"):
+        (root / folder).mkdir()
+        (root / folder / "train.tsv").write_text("\n".join(tsv) + "\n", encoding="utf-8")
 
 
 @pytest.mark.models  # trains and exports a real (tiny) run: minutes
@@ -42,6 +53,9 @@ def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  
     labels = ["complaint", "question", "cancellation", "praise", "purchase_interest", "spam", "other"]
     rows = [{"text": f"{label} Beispiel {i}", "label": label} for label in labels for i in range(6)]
     (intents / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    care = [{"text": "Toller Service, 45 Minuten Warteschleife 👏", "label": "complaint", "sentiment": "negative",
+             "language": "de", "class": "sarcasm"}]
+    (intents / "care-hard-train.jsonl").write_text("\n".join(json.dumps(r) for r in care) + "\n")
     assert main(["train", "--data", str(data), "--out", str(out), "--intents", str(intents), "--epochs", "2",
                  "--batch-size", "8", "--cache-dir", settings.models.cache_dir]) == 0
     spec = json.loads((out / "model.json").read_text())
@@ -53,7 +67,7 @@ def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  
     assert [entry["epoch"] for entry in history] == [1, 2]  # validated after every epoch
     for entry in history:
         assert {"umsab-de-val", "umsab-en-val", "intents-train-holdout", "topics-telecom-dev-nearest",
-                "topics-rail-dev-nearest", "train_loss"} <= set(entry)
+                "topics-rail-dev-nearest", "train_loss", "umsab-hi-val"} <= set(entry)
     assert history[1]["train_loss"] < history[0]["train_loss"]  # it learnt something
     assert training["chosen_epoch"] in (1, 2)
     # LoRA's B matrices start at zero: a saved adapter that is still all zeros would mean no training happened.
@@ -62,6 +76,12 @@ def test_training_writes_loadable_artifacts(tmp_path: Path, settings) -> None:  
     assert lora_b and all(tensor.abs().sum() > 0 for tensor in lora_b)
     assert spec["pooling"] == "first+mean"
     assert training["intent"]["chosen"]["cv_macro_f1"] > 0
+    assert any(name.startswith("semeval-train (") for name in training["data"])  # the mix reached the run
+    assert training["intent"]["examples"] == len(rows) + len(care)  # stage 2 learnt the hard care posts too
+    for task in ("sentiment", "intent"):  # calibrated on held-out data, and the doubt threshold chosen there
+        fitted = spec["calibration"][task]
+        assert fitted["temperature"] > 0 and 0.3 <= fitted["review_below"] <= 0.95
+        assert {"ece_before", "ece_after", "fitted_on"} <= set(fitted)
     assert sum(f.stat().st_size for f in out.iterdir()) < 20_000_000
     result = TextUnderstanding.load(out, settings.models.cache_dir).analyze(["Danke!"])[0]
     assert {"sentiment", "relevance", "intent"} <= set(result)
@@ -85,5 +105,80 @@ def test_the_shipped_training_config_keeps_the_released_hyperparameters() -> Non
     config = train.load_config()
     assert (config.epochs, config.batch_size, config.max_tokens, config.lr, config.seed) == (3, 32, 96, 5e-4, 13)
     assert (config.adapter.rank, config.adapter.alpha, config.geometry_weight) == (16, 32, 10.0)
-    assert config.oversampling == {"intents": 2, "umsab-de-train": 2} and config.intent_holdout_every == 10
+    assert config.oversampling == {"intents": 2, "umsab-de-train": 2, "care-hard": 2}
+    assert config.intent_holdout_every == 10
     assert train.load_config(overrides={"epochs": 1, "lr": None}).epochs == 1
+    # the v2 mix: every extra set, sized so three epochs stay within about 90 minutes on 2 cores
+    assert set(config.mix) == {"sb10k-train", "potts-train", "semeval-train", *(f"umsab-{code}-train" for code in
+                                                                                 ("ar", "fr", "hi", "it", "pt", "es"))}
+    assert sum(entry.per_epoch for entry in config.mix.values()) * config.epochs < 40_000
+
+
+def test_a_mix_entry_naming_no_set_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    _write_benchmarks(tmp_path)
+    config = train.load_config(overrides={"mix": {"semeval-trian": {"per_epoch": 5}}})
+    with pytest.raises(ValueError, match="mix names unknown sets semeval-trian; known: .*semeval-train"):
+        train._mix_pools(str(tmp_path), config)
+
+
+def test_a_balanced_draw_takes_a_rare_label_whole() -> None:
+    from models.datasets import LabelledSet
+    pool = LabelledSet("x", "sentiment", [f"t{i}" for i in range(100)], ["negative"] * 5 + ["neutral"] * 95)
+    drawn = train._draw(pool, train.MixEntry(per_epoch=20, balanced=True), __import__("random").Random(1))
+    assert len(drawn) == 20 and sum(1 for _, labels in drawn if labels["sentiment"] == "negative") == 5
+    drawn = train._draw(pool, train.MixEntry(per_epoch=20), __import__("random").Random(1))
+    assert len(drawn) == 20 and len({text for text, _ in drawn}) == 20
+
+
+def test_only_the_fields_an_agent_corrected_become_training_labels(tmp_path: Path) -> None:
+    exported = tmp_path / "labels.jsonl"
+    rows = [{"id": "a", "text": "Kündige zum 31.", "label": "cancellation", "sentiment": "neutral", "topic": None,
+             "corrected": ["intent"]},
+            {"id": "b", "text": "Wann ist die Störung behoben?", "label": "question", "sentiment": "negative",
+             "topic": "network", "corrected": ["sentiment", "topic"]},
+            {"id": "c", "text": "nur angesehen", "label": "other", "sentiment": "neutral", "corrected": []}]
+    exported.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert train.read_corrections(exported) == [
+        {"text": "Kündige zum 31.", "labels": {"intent": "cancellation"}},
+        {"text": "Wann ist die Störung behoben?", "labels": {"sentiment": "negative", "topic": "network"}}]
+    exported.write_text('{"label": "spam", "corrected": ["intent"]}\n')
+    with pytest.raises(ValueError, match="line 1: a correction needs a non-empty 'text'"):
+        train.read_corrections(exported)
+
+
+@pytest.mark.models  # refits the heads of the shipped model: a minute or two
+def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retrain(
+        tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    from models.understanding import ARTIFACTS_DIR
+    wrong_sentiment = "Ich kündige meinen Vertrag zum Monatsende, mir reicht's mit euch!"  # shipped: neutral
+    wrong_intent = "Mein Zug ist heute ausgefallen, bekomme ich mein Geld zurück?"
+    clear = {"Vielen Dank an die Kollegin von der Hotline, super freundlich und schnell!": ("praise", "positive"),
+             "Seit drei Tagen kein Internet und die Hotline legt einfach auf. Unfassbar.": ("complaint", "negative")}
+    out, data, intents = tmp_path / "artifacts", tmp_path / "data", tmp_path / "intents"
+    shutil.copytree(ARTIFACTS_DIR, out)
+    _write_benchmarks(data)
+    intents.mkdir()  # the team's intent texts only: what changes the answers is the correction alone
+    shutil.copy(ARTIFACTS_DIR.parent.parent / "data" / "intents" / "train.jsonl", intents / "train.jsonl")
+    before = TextUnderstanding.load(out, settings.models.cache_dir, topics_file="builtin:telecom").analyze(
+        [wrong_sentiment, wrong_intent])
+    assert before[0]["sentiment"]["label"] != "negative" or before[1]["intent"]["label"] != "question"
+    topic = "billing" if before[0]["topic"]["label"] != "billing" else "contract"  # a topic it did not get
+    exported = tmp_path / "labels.jsonl"
+    exported.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "1", "text": wrong_sentiment, "label": "cancellation", "sentiment": "negative", "topic": topic,
+         "corrected": ["sentiment", "topic"]},
+        {"id": "2", "text": wrong_intent, "label": "question", "sentiment": "neutral", "topic": None,
+         "corrected": ["intent"]}]) + "\n")
+    assert main(["train", "--data", str(data), "--out", str(out), "--stage", "intent", "--intents", str(intents),
+                 "--corrections", str(exported), "--cache-dir", settings.models.cache_dir]) == 0
+    after = TextUnderstanding.load(out, settings.models.cache_dir, topics_file="builtin:telecom")
+    results = after.analyze([wrong_sentiment, wrong_intent, *clear])
+    assert results[0]["sentiment"]["label"] == "negative", results[0]["sentiment"]
+    assert results[0]["topic"]["label"] == topic  # the corrected post is now an example phrase of its topic
+    assert results[1]["intent"]["label"] == "question", results[1]["intent"]
+    assert [(r["intent"]["label"], r["sentiment"]["label"]) for r in results[2:]] == list(clear.values())
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["training"]["corrections"] == {"intent": 1, "sentiment": 1, "topic": 1, "weight": 4}
+    assert spec["topic_examples"] == [topic]  # kept as a vector: no post text in the committed artifacts
+    assert wrong_sentiment not in (out / "model.json").read_text()

@@ -13,6 +13,9 @@ Semantics, in the order a rule is applied:
   up by that many steps (never above P1).
 - `then.private_channel`, and the `private_channel` section, move the conversation private.
 - `then.stop`: later rules are not evaluated.
+- A post the model is unsure of (`needs_review`, models/calibration.py) is never put in a queue nobody answers
+  (`no_sla`, e.g. spam): a rule that would do so is skipped, stop included, and the reasons say so;
+  `when.needs_review` routes such posts explicitly.
 
 The brand's own posts (`author.is_brand`, set by the connectors) are never routed: they answer customers,
 nobody has to answer them, so `route` gives them no queue, priority or deadline, only the mark
@@ -91,6 +94,7 @@ class Conditions(_Strict):
     keywords: Optional[list[str]] = None  # case-insensitive substrings of the text ("kündig" finds "Kündigung")
     hours: Optional[str] = None  # local time of the post, "HH:MM-HH:MM", may wrap midnight
     days: Optional[list[Weekday]] = None
+    needs_review: Optional[bool] = None  # the model's intent or sentiment is uncertain (calibrated score)
 
     @field_validator("intent", "sentiment", "pii_types")
     @classmethod
@@ -281,6 +285,7 @@ def matches(when: Conditions, post: dict[str, Any], local: datetime) -> bool:
         when.keywords is None or any(k.casefold() in post.get("text", "").casefold() for k in when.keywords),
         when.hours is None or _in_hours(local, when.hours),
         when.days is None or WEEKDAYS[local.weekday()] in when.days,
+        when.needs_review is None or bool(post.get("needs_review")) == when.needs_review,
     ]
     return all(checks)
 
@@ -327,6 +332,7 @@ def is_brand(post: dict[str, Any]) -> bool:
 
 
 BRAND_REASON = "the brand's own post: an answer, not routed"
+UNANSWERED_QUEUE_SKIPPED = "needs_review posts never go to a queue without an SLA"
 
 
 def route(rules: Rules, post: dict[str, Any], now: Optional[datetime] = None) -> dict[str, Any]:
@@ -349,6 +355,9 @@ def decide(rules: Rules, post: dict[str, Any], now: Optional[datetime] = None) -
         if not matches(rule.when, post, local):
             continue
         action = rule.then
+        if post.get("needs_review") and action.queue and rules.queues[action.queue].no_sla:
+            reasons.append(f"{rule.name}: not applied, the model is unsure ({UNANSWERED_QUEUE_SKIPPED})")
+            continue
         reasons.append(action.reason or rule.name)
         queue = queue or action.queue
         if action.priority:
