@@ -62,7 +62,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Optional, Protocol
 
 from apps.reply import ElasticsearchCases
-from connectors.helpdesks.config import ChatwootTarget, HandoffConfig, TargetConfig, secret
+from connectors.config import secret
+from connectors.helpdesks.config import ChatwootTarget, HandoffConfig, TargetConfig
 from connectors.webhook import BoundedServer, ReplayCache, signature as triage_signature
 from core import safe_json
 from core.timestamps import utc_iso, utc_now

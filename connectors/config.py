@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.yaml_config import ConfigFileError, load_yaml
+from core.yaml_config import ConfigFileError, YamlDocument, load_yaml
 
 
 class _Strict(BaseModel):
@@ -179,29 +179,40 @@ class ConnectConfigError(ConfigFileError):
     what = "sources file"
 
 
+def entry_problems(entries: list[BaseModel], document: YamlDocument, section: str, kind: str, keyed: str,
+                   require_env: bool = True, unused: tuple[str, ...] = ()) -> list[str]:
+    """What a file of named entries (sources, helpdesk targets) can get wrong beyond its schema: a name used twice
+    (`keyed`: what the names key, for the message) and a named environment variable (`*_env`) that is not set,
+    except the keys in `unused` (a command that never reads them)."""
+    problems = []
+    first: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        name = getattr(entry, "name")
+        if name in first:
+            problems.append(f"{document.where((section, index, 'name'))}: {section}.{index}.name: {kind} names must "
+                            f"be unique (they key {keyed}); {name} is also {kind} {first[name]}")
+        first.setdefault(name, index)
+        for key, value in entry:
+            if require_env and key.endswith("_env") and key not in unused and value and not os.environ.get(value):
+                problems.append(f"{document.where((section, index, key))}: {section}.{index}.{key}: {kind} "
+                                f"{name}: environment variable {value} is not set ({key})")
+    return problems
+
+
 def load(path: str, require_env: bool = True) -> ConnectConfig:
     """Read and validate a sources file; every problem is reported as FILE:LINE: key.path: what is wrong.
 
     `require_env=False` skips the check that every named credential variable is set: `triage reply` needs only
     the reply token of one source, not every reader's credentials."""
     config, document = load_yaml(path, ConnectConfig, ConnectConfigError, what="sources file")
-    problems = []
-    first: dict[str, int] = {}
-    for index, source in enumerate(config.sources):
-        if source.name in first:
-            problems.append(f"{document.where(('sources', index, 'name'))}: sources.{index}.name: source names must "
-                            f"be unique (they key the checkpoints); {source.name} is also source {first[source.name]}")
-        first.setdefault(source.name, index)
-        for key, value in source:
-            if require_env and key.endswith("_env") and value and not os.environ.get(value):
-                problems.append(f"{document.where(('sources', index, key))}: sources.{index}.{key}: source "
-                                f"{source.name}: environment variable {value} is not set ({key})")
+    problems = entry_problems(list(config.sources), document, "sources", "source", "the checkpoints", require_env)
     if problems:
         raise ConnectConfigError(problems)
     return config
 
 
-def secret(source: SourceConfig, key: str) -> Optional[str]:
-    """The value of the environment variable the source names in `key` (validated as set by `load`)."""
+def secret(source: BaseModel, key: str) -> Optional[str]:
+    """The value of the environment variable the entry (a source, a helpdesk target) names in `key` (validated as
+    set by `load`)."""
     variable = getattr(source, key)
-    return os.environ[variable] if variable else None
+    return os.environ.get(variable) if variable else None

@@ -26,7 +26,8 @@ from urllib.parse import quote
 
 from connectors.helpdesks.base import HelpdeskClient, HelpdeskRejected, Message, Ticket, TicketDraft, TicketState, \
     first_post, internal_note, marks_post, ticket_tags
-from connectors.helpdesks.config import ChatwootTarget, secret
+from connectors.config import secret
+from connectors.helpdesks.config import ChatwootTarget
 from connectors.helpdesks.http import HelpdeskApi, NamedIds, json_reason
 from connectors.http import HttpClient
 from core.timestamps import utc_iso

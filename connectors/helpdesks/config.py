@@ -6,12 +6,11 @@ signed with (`webhook_secret_env`).
 """
 from __future__ import annotations
 
-import os
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.config import EnvName, HttpUrl, Name
+from connectors.config import EnvName, HttpUrl, Name, entry_problems
 from core.yaml_config import ConfigFileError, load_yaml
 
 Priority = Literal["P1", "P2", "P3", "P4"]
@@ -103,22 +102,8 @@ def load(path: str, require_env: bool = True, unused: tuple[str, ...] = ()) -> H
     """Read and validate a handoff file; names must be unique and every named variable set, except the keys in
     `unused` (`triage handoff` sends tickets and never reads `webhook_secret_env`; the receiver needs it)."""
     config, document = load_yaml(path, HandoffConfig, HandoffConfigError, what="handoff file")
-    problems, seen = [], set()
-    for index, target in enumerate(config.targets):
-        if target.name in seen:
-            problems.append(f"{document.where(('targets', index, 'name'))}: targets.{index}.name: target names must "
-                            f"be unique (they key the case -> ticket mapping); {target.name} is used twice")
-        seen.add(target.name)
-        for key, value in target:
-            if require_env and key.endswith("_env") and key not in unused and value and not os.environ.get(value):
-                problems.append(f"{document.where(('targets', index, key))}: targets.{index}.{key}: target "
-                                f"{target.name}: environment variable {value} is not set")
+    problems = entry_problems(list(config.targets), document, "targets", "target", "the case -> ticket mapping",
+                              require_env, unused)
     if problems:
         raise HandoffConfigError(problems)
     return config
-
-
-def secret(target: BaseModel, key: str) -> Optional[str]:
-    """The value of the environment variable the target names in `key` (checked as set by `load`)."""
-    variable = getattr(target, key)
-    return os.environ.get(variable) if variable else None

@@ -23,7 +23,8 @@ from urllib.parse import quote
 
 from connectors.helpdesks.base import HelpdeskClient, HelpdeskRejected, Message, Ticket, TicketDraft, TicketState, \
     first_post, internal_note, marks_post, ticket_tags
-from connectors.helpdesks.config import FreshdeskTarget, secret
+from connectors.config import secret
+from connectors.helpdesks.config import FreshdeskTarget
 from connectors.helpdesks.http import HelpdeskApi, NamedIds
 from connectors.http import HttpClient, api_message
 from core import safe_json

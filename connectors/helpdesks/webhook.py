@@ -28,7 +28,8 @@ import time
 from typing import Any, Optional
 
 from connectors.helpdesks.base import HelpdeskClient, Message, Ticket, TicketDraft
-from connectors.helpdesks.config import WebhookTarget, secret
+from connectors.config import secret
+from connectors.helpdesks.config import WebhookTarget
 from connectors.helpdesks.http import HelpdeskApi
 from connectors.http import HttpClient
 

@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 from connectors.helpdesks.base import HelpdeskClient, HelpdeskRejected, Message, Ticket, TicketDraft, TicketState, \
     first_post, internal_note, marks_post, ticket_tags
-from connectors.helpdesks.config import ZammadTarget, secret
+from connectors.config import secret
+from connectors.helpdesks.config import ZammadTarget
 from connectors.helpdesks.http import HelpdeskApi, json_reason
 from connectors.http import HttpClient
 
