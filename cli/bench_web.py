@@ -6,9 +6,9 @@ understanding steps of pipeline/testing.py and the real routing rules, so queues
 product's and the cases index is maintained by the product's case writer: minutes instead of an hour of models.
 They go to indices of their own (prefix `triage-benchweb`, removed at the end), never the real ones.
 
-Then `triage web` is started as its own process, an agent and an analyst log in, and each page is requested
+Then `triage web` is started as its own process, an agent, an analyst and a supervisor log in, and each page is requested
 `--requests` times (fewer when they take over three minutes together), one request at a time: the queue page, case
-pages (a different case each time), /api/queue and /api/search. Between the web process and Elasticsearch sits a pass-through proxy
+pages (a different case each time), /api/queue, /api/search and the supervisor page. Between the web process and Elasticsearch sits a pass-through proxy
 (`EsTimer`) that adds up, per page request, the time spent waiting on Elasticsearch and the `took` Elasticsearch
 reports for its searches; the rest of a page's time is the workspace's own (Python, templates, HTTP). That says
 what dominates without changing the product.
@@ -41,7 +41,7 @@ from core.provision import setup_all, teardown_all
 from core.redact import redact_url
 
 PREFIX = "triage-benchweb"
-ROLES = ("agent", "analyst")
+ROLES = ("agent", "analyst", "supervisor")
 SEARCH_WORDS = ("Netz", "Rechnung", "refund", "outage", "kündigen", "Vertrag", "app", "Glasfaser")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"})
 
@@ -293,7 +293,7 @@ def run(settings: Settings, samples: str, n: int, count: int, workdir: str, conf
                TRIAGE_WEB__AUDIT_LOG=str(work / "audit.jsonl"), TRIAGE_LOGGING__LEVEL="WARNING")
     server = WebServer(["--users", str(users)], env, work / "web.log", config)
     try:
-        agent, analyst = (login(server.url, f"bench-{role}", password) for role in ROLES)
+        agent, analyst, supervisor = (login(server.url, f"bench-{role}", password) for role in ROLES)
         cases = case_ids(agent, server.url)
         if not cases:
             raise RuntimeError("the queue is empty: no open case was indexed")
@@ -303,6 +303,7 @@ def run(settings: Settings, samples: str, n: int, count: int, workdir: str, conf
             "case page": (agent, lambda i: f"{base}/cases/{cases[i % len(cases)]}"),
             "/api/queue": (agent, lambda i: f"{base}/api/queue"),
             "/api/search": (analyst, lambda i: f"{base}/api/search?q={SEARCH_WORDS[i % len(SEARCH_WORDS)]}"),
+            "supervisor page": (supervisor, lambda i: f"{base}/supervisor"),
         }
         rows = {}
         for name, (session, urls) in plan.items():
