@@ -165,7 +165,8 @@ class TargetHandoff:
             return Outcome(case_id, "failed", entry.get("ticket_id"))
         try:
             ticket, result = self._ticket(case, entry)
-            entry = self._entry(self.store.case(case_id) or case)
+            if result != "unchanged":  # _ticket recorded posts/sending: read them back (a known ticket wrote none)
+                entry = self._entry(self.store.case(case_id) or case)
             added = self._followups(case, ticket, entry)
         except HelpdeskRejected as exc:
             self._reject(case_id, exc, origin)
@@ -208,7 +209,7 @@ class TargetHandoff:
             self._set(case["case_id"], state="creating", ticket_id=None, ticket_url=None, posts=[], sending=None,
                       reason=None)
         except _CreatedMeanwhile as meanwhile:
-            return Ticket(str(meanwhile.entry["ticket_id"]), meanwhile.entry.get("ticket_url")), "unchanged"
+            return Ticket(str(meanwhile.entry["ticket_id"]), meanwhile.entry.get("ticket_url")), "found"
         ticket = self.client.create_ticket(ticket_draft)
         self._set(case["case_id"], state="created", ticket_id=ticket.id, ticket_url=ticket.url, posts=[first],
                   sending=None, reason=None)
