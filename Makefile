@@ -74,7 +74,7 @@ DURATION ?= 60
 bench-stream: services-up
 	$(BIN)/triage bench stream --duration $(DURATION)
 
-## Train the adapters and heads in models/artifacts/ (about 30 min on 2 cores) from the public train/val/dev splits,
+## Train the adapters and heads in models/artifacts/ (about 75 min on 2 cores, 7.3 GB peak) from the public train/val/dev splits,
 ## with the hyperparameters in models/train.yaml (triage train --help: --config, --epochs, --stage intent ...).
 train: install
 	$(BIN)/triage train --data $(DATA)

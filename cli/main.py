@@ -436,8 +436,9 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         return bench_stream.run(settings, args.samples, args.duration, args.workdir, args.config)
     if args.mode == "scale":
         from cli import bench_scale
-        return bench_scale.run(settings, args.samples, args.n or 200_000, args.query_sizes, args.workers, args.models,
-                               args.repeats, args.workdir, args.config, args.json)
+        n = args.n or 200_000
+        return bench_scale.run(settings, args.samples, n, min(n, args.batch_n), args.query_sizes, args.workers,
+                               args.models, args.repeats, args.workdir, args.config, args.json)
     from cli import bench
     return bench.run_batch_benchmark(settings, args.samples, args.n or 10_000, args.workdir, args.config)
 
@@ -724,7 +725,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--config", dest="train_config", metavar="FILE",
                      help="training hyperparameters (default: models/train.yaml)")
     sub.add_argument("--stage", choices=["all", "encoder", "intent"], default="all",
-                     help="encoder: adapters and heads (about 30 min); intent: refit the intent head only (seconds)")
+                     help="encoder: adapters and heads (about 75 min on 2 cores); intent: refit the intent head only (seconds)")
     sub.add_argument("--out", help="where the artifacts go (default: models/artifacts)")
     sub.add_argument("--intents", help="folder with the intent train.jsonl (default: data/intents)")
     sub.add_argument("--corrections", metavar="FILE", help="agents' corrected labels (triage export-labels output) "
@@ -752,7 +753,10 @@ def _parser() -> argparse.ArgumentParser:
                           "batch on FnApiRunner and Dask, stream with 1 and N workers and a killed worker, reprocess "
                           "with a reader, the product's queries at each --query-sizes")
     sub.add_argument("--n", type=int, help="batch: posts to enrich; web: posts to index (default 10000); scale: posts "
-                                           "for batch, stream and reprocess (default 200000)")
+                                           "to reprocess (default 200000)")
+    sub.add_argument("--batch-n", type=int, default=20_000,
+                     help="scale: posts for each batch run, on FnApiRunner and on Dask with each --workers (default "
+                          "20000: three runs of 200,000 with the real models would take over an hour on 2 cores)")
     sub.add_argument("--requests", type=int, default=200, help="web: requests per page timed (default 200)")
     sub.add_argument("--duration", type=float, default=60.0, help="stream: seconds per rate (default 60)")
     sub.add_argument("--samples", default="data/samples/*.jsonl", help="posts to repeat and vary")

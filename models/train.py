@@ -46,6 +46,7 @@ POOLING = "first+mean"  # the heads read the first token's and the mean-pooled s
 TASK_LABELS = {"sentiment": SENTIMENT_LABELS, "relevance": RELEVANCE_LABELS,
                "intent": INTENT_LABELS}
 CONFIG_FILE = Path(__file__).resolve().parent / "train.yaml"
+ANCHOR_CHUNK = 4096  # texts per base-vector pass between progress lines
 
 
 # ---- the training config (models/train.yaml) ---------------------------------------------------------
@@ -237,9 +238,12 @@ def _anchors(encoder: TextEncoder, texts: list[str], cache_dir: str) -> dict[str
     missing = [i for i, key in enumerate(keys) if key not in cached]
     log.info("base vectors for the geometry loss",
              extra={"fields": {"texts": len(texts), "cached": len(texts) - len(missing)}})
+    for start in range(0, len(missing), ANCHOR_CHUNK):  # in chunks, so a long first run shows its progress
+        part = missing[start:start + ANCHOR_CHUNK]
+        vectors = encoder.similarity_part(encoder.embed([texts[i] for i in part]))
+        cached.update({keys[i]: vector for i, vector in zip(part, vectors)})
+        log.info("progress", extra={"fields": {"base_vectors": start + len(part), "of": len(missing)}})
     if missing:
-        vectors = encoder.similarity_part(encoder.embed([texts[i] for i in missing]))
-        cached.update({keys[i]: vector for i, vector in zip(missing, vectors)})
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"keys": list(cached), "vectors": torch.stack(list(cached.values()))}, path)
     return {text: cached[key] for text, key in zip(texts, keys)}

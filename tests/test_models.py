@@ -58,9 +58,7 @@ def understanding(settings) -> TextUnderstanding:  # type: ignore[no-untyped-def
 
 @pytest.mark.models
 @pytest.mark.parametrize("text,intent,sentiment", [
-    pytest.param("Ich kündige meinen Vertrag zum Monatsende, mir reicht's mit euch!", "cancellation", "negative",
-                 marks=pytest.mark.xfail(strict=True, reason="known miss of model mE5s-lora16-20261122T2352: "
-                                         "sentiment neutral 0.46 against negative 0.40 (models/README.md, weaknesses)")),
+    ("Ich kündige meinen Vertrag zum Monatsende, mir reicht's mit euch!", "cancellation", "negative"),  # v1: neutral
     ("Seit drei Tagen kein Internet und die Hotline legt einfach auf. Unfassbar.", "complaint", "negative"),
     ("Vielen Dank an die Kollegin von der Hotline, super freundlich und schnell!", "praise", "positive"),
     ("How do I change my bank details in the app?", "question", None),

@@ -151,8 +151,8 @@ def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retr
         tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     import shutil
     from models.understanding import ARTIFACTS_DIR
-    wrong_sentiment = "Ich kündige meinen Vertrag zum Monatsende, mir reicht's mit euch!"  # shipped: neutral
-    wrong_intent = "Mein Zug ist heute ausgefallen, bekomme ich mein Geld zurück?"
+    wrong_sentiment = "Hotline war freundlich, Problem besteht trotzdem weiter."  # shipped v2: positive 0.64
+    wrong_intent = "Danke für nix, Telekom."  # shipped v2: praise 0.73
     clear = {"Vielen Dank an die Kollegin von der Hotline, super freundlich und schnell!": ("praise", "positive"),
              "Seit drei Tagen kein Internet und die Hotline legt einfach auf. Unfassbar.": ("complaint", "negative")}
     out, data, intents = tmp_path / "artifacts", tmp_path / "data", tmp_path / "intents"
@@ -162,13 +162,13 @@ def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retr
     shutil.copy(ARTIFACTS_DIR.parent.parent / "data" / "intents" / "train.jsonl", intents / "train.jsonl")
     before = TextUnderstanding.load(out, settings.models.cache_dir, topics_file="builtin:telecom").analyze(
         [wrong_sentiment, wrong_intent])
-    assert before[0]["sentiment"]["label"] != "negative" or before[1]["intent"]["label"] != "question"
+    assert before[0]["sentiment"]["label"] != "negative" or before[1]["intent"]["label"] != "complaint"
     topic = "billing" if before[0]["topic"]["label"] != "billing" else "contract"  # a topic it did not get
     exported = tmp_path / "labels.jsonl"
     exported.write_text("\n".join(json.dumps(row) for row in [
-        {"id": "1", "text": wrong_sentiment, "label": "cancellation", "sentiment": "negative", "topic": topic,
+        {"id": "1", "text": wrong_sentiment, "label": "complaint", "sentiment": "negative", "topic": topic,
          "corrected": ["sentiment", "topic"]},
-        {"id": "2", "text": wrong_intent, "label": "question", "sentiment": "neutral", "topic": None,
+        {"id": "2", "text": wrong_intent, "label": "complaint", "sentiment": "negative", "topic": None,
          "corrected": ["intent"]}]) + "\n")
     assert main(["train", "--data", str(data), "--out", str(out), "--stage", "intent", "--intents", str(intents),
                  "--corrections", str(exported), "--cache-dir", settings.models.cache_dir]) == 0
@@ -176,7 +176,7 @@ def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retr
     results = after.analyze([wrong_sentiment, wrong_intent, *clear])
     assert results[0]["sentiment"]["label"] == "negative", results[0]["sentiment"]
     assert results[0]["topic"]["label"] == topic  # the corrected post is now an example phrase of its topic
-    assert results[1]["intent"]["label"] == "question", results[1]["intent"]
+    assert results[1]["intent"]["label"] == "complaint", results[1]["intent"]
     assert [(r["intent"]["label"], r["sentiment"]["label"]) for r in results[2:]] == list(clear.values())
     spec = json.loads((out / "model.json").read_text())
     assert spec["training"]["corrections"] == {"intent": 1, "sentiment": 1, "topic": 1, "weight": 4}
