@@ -5,11 +5,11 @@ failover, `triage reprocess` and the product's queries are only comparable when 
 same machine and the same day. Everything runs against the configured Kafka and Elasticsearch under names of its
 own (index prefixes `triage-benchscale` and `benchscale-*`, topics `benchscale-*`), removed at the end.
 
-1. Batch: `--n` posts from `triage generate`, JSONL -> JSONL (the engine, not the index, is measured), in a process
+1. Batch: `--batch-n` posts from `triage generate`, JSONL -> JSONL (the engine, not the index, is measured), in a process
    of its own per run (wall time, peak RSS, CPU from wait4): FnApiRunner, then a `triage dask up`-style cluster
    (core/dask_cluster.py) with each of `--workers`, counted from the output.
 2. Stream: `triage stream --workers N` for each of `--workers` (its supervisor and N worker processes in one
-   consumer group), `min(n, 6000)` posts sent flat out, timed until the last is searchable (cli/bench_stream.py's
+   consumer group), `min(batch_n, 6000)` posts sent flat out, timed until the last is searchable (cli/bench_stream.py's
    poller). Then failover: the largest worker count at a quarter of the one-worker rate (a load one worker can
    carry on a busy machine), one worker killed with SIGKILL, timed until every partition is consumed again and
    until the group's lag is back to what it was before the kill. Neither local broker expires a killed static
@@ -529,7 +529,7 @@ def _index(bench: Settings, posts_file: Path, work: Path, start: int, stop: int)
     return index_posts(bench, part)
 
 
-def run(settings: Settings, samples: str, n: int, query_sizes: list[int], workers: list[int], models: str,
+def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: list[int], workers: list[int], models: str,
         repeats: int, workdir: str, config: Optional[str], json_path: Optional[str]) -> int:
     from core.provision import setup_all, teardown_all
     work = Path(workdir) / "scale"
@@ -547,12 +547,14 @@ def run(settings: Settings, samples: str, n: int, query_sizes: list[int], worker
     with posts_file.open("w", encoding="utf-8") as out:
         generate.write(samples, generate.Options(n=total, seed=7, start=datetime.now(timezone.utc) - timedelta(days=28)),
                        out, progress=None)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "n": n, "models": models,
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "n": n, "batch_n": batch_n,
+                               "models": models,
                                "query_sizes": query_sizes, "workers": workers}
     batch_input = work / "batch-input.jsonl"
-    write_slice(posts_file, batch_input, 0, n)
+    write_slice(posts_file, batch_input, 0, batch_n)
     results["batch"] = measure_batch(settings, settings_file, batch_input, work, models, workers)
-    stream_posts = min(n, MAX_RATE_POSTS)
+    save(results, json_path)
+    stream_posts = min(batch_n, MAX_RATE_POSTS)
     results["stream"] = []
     for count in workers:
         results["stream"].append(measure_stream(settings, config, posts_file, work, models, count, stream_posts))
@@ -563,6 +565,7 @@ def run(settings: Settings, samples: str, n: int, query_sizes: list[int], worker
                                                max(10.0, one / 4), stream_posts)
         print(f"  failover: partitions consumed again after {_s(results['failover']['moved_s'])}, lag back after "
               f"{_s(results['failover']['caught_up_s'])}", file=sys.stderr)
+    save(results, json_path)
     try:  # a clean start: an interrupted run may have left its indices behind
         teardown_all(bench, kafka=False)
     except NotFoundError:
@@ -570,22 +573,37 @@ def run(settings: Settings, samples: str, n: int, query_sizes: list[int], worker
     setup_all(bench, kafka=False)
     results["queries"], results["indexing"] = [], []
     indexed = 0
+    phase = "indexing"
     try:
         for level in sorted({n, *query_sizes}):
             print(f"  indexing posts {indexed}..{level}", file=sys.stderr)
+            phase = f"indexing {indexed}..{level}"
             results["indexing"].append({"from": indexed, "to": level,
                                         **_index(bench, posts_file, work, indexed, level)})
             indexed = level
+            save(results, json_path)
             if level in query_sizes:
+                phase = f"queries at {level}"
                 results["queries"] += measure_queries(bench, level, repeats)
+                save(results, json_path)
             if level == n:
+                phase = f"reprocess of {level}"
                 results["reprocess"] = measure_reprocess(bench, settings_file, work, models)
+                save(results, json_path)
+    except Exception as exc:  # a server that dies (the local stand-in runs out of memory) ends the run, not the figures
+        results["failed"] = f"{phase}: {type(exc).__name__}: {exc}"[-3000:]
     finally:
-        teardown_all(bench, kafka=False)
+        with contextlib.suppress(Exception):  # the server may be gone
+            teardown_all(bench, kafka=False)
+    save(results, json_path)
     print(format_results(results))
+    return 1 if "failed" in results else 0
+
+
+def save(results: dict[str, Any], json_path: Optional[str]) -> None:
+    """Every figure measured so far, written after each phase so that a run that dies later keeps them."""
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    return 0
 
 
 def machine() -> dict[str, Any]:
@@ -596,7 +614,7 @@ def machine() -> dict[str, Any]:
 
 def format_results(r: dict[str, Any]) -> str:
     m = r["machine"]
-    lines = [f"Scale benchmark, {r['date']}: {r['n']} posts, models {r['models']}, {m['cpus']} CPUs, "
+    lines = [f"Scale benchmark, {r['date']}: reprocess {r['n']} posts, batch {r['batch_n']}, models {r['models']}, {m['cpus']} CPUs, "
              f"{m['memory_gib']} GiB, load average at start {m['load_average_1m']}", "",
              f"{'batch (JSONL -> JSONL)':<26} {'posts':>7} {'posts/s':>8} {'wall s':>7} {'peak RSS MB':>11}  limited by"]
     for row in r["batch"]:
@@ -622,6 +640,8 @@ def format_results(r: dict[str, Any]) -> str:
     for row in r["queries"]:
         lines.append(f"{row['query']:<24} {row['size']:>7} {row['n']:>4} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f}  "
                      f"{row['limit']}")
+    if "failed" in r:
+        lines.append(f"FAILED during {r['failed']}")
     lines.append("limited by: CPU cores each group of processes used over the phase (psutil; servers only when local); "
                  "'other processes' is load on the machine outside the benchmark")
     return "\n".join(lines)
