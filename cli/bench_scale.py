@@ -529,8 +529,8 @@ def _index(bench: Settings, posts_file: Path, work: Path, start: int, stop: int)
     return index_posts(bench, part)
 
 
-def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: list[int], workers: list[int], models: str,
-        repeats: int, workdir: str, config: Optional[str], json_path: Optional[str]) -> int:
+def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: list[int], workers: list[int],
+        models: str, repeats: int, workdir: str, config: Optional[str], json_path: Optional[str]) -> int:
     from core.provision import setup_all, teardown_all
     work = Path(workdir) / "scale"
     work.mkdir(parents=True, exist_ok=True)
@@ -548,8 +548,7 @@ def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: lis
         generate.write(samples, generate.Options(n=total, seed=7, start=datetime.now(timezone.utc) - timedelta(days=28)),
                        out, progress=None)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "n": n, "batch_n": batch_n,
-                               "models": models,
-                               "query_sizes": query_sizes, "workers": workers}
+                               "models": models, "query_sizes": query_sizes, "workers": workers}
     batch_input = work / "batch-input.jsonl"
     write_slice(posts_file, batch_input, 0, batch_n)
     results["batch"] = measure_batch(settings, settings_file, batch_input, work, models, workers)
@@ -614,8 +613,8 @@ def machine() -> dict[str, Any]:
 
 def format_results(r: dict[str, Any]) -> str:
     m = r["machine"]
-    lines = [f"Scale benchmark, {r['date']}: reprocess {r['n']} posts, batch {r['batch_n']}, models {r['models']}, {m['cpus']} CPUs, "
-             f"{m['memory_gib']} GiB, load average at start {m['load_average_1m']}", "",
+    lines = [f"Scale benchmark, {r['date']}: reprocess {r['n']} posts, batch {r['batch_n']}, models {r['models']}, "
+             f"{m['cpus']} CPUs, {m['memory_gib']} GiB, load average at start {m['load_average_1m']}", "",
              f"{'batch (JSONL -> JSONL)':<26} {'posts':>7} {'posts/s':>8} {'wall s':>7} {'peak RSS MB':>11}  limited by"]
     for row in r["batch"]:
         lines.append(f"{row['engine'] + ', ' + str(row['workers']) + ' worker(s)':<26} {row['enriched']:>7} "
