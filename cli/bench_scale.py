@@ -59,6 +59,9 @@ from core.documents import doc_key
 PREFIX = "triage-benchscale"
 WARM_POSTS = 20
 SEARCH_WORDS = ("Netz", "Rechnung", "refund", "outage", "kündigen", "Vertrag")
+SKIPPABLE = ("batch", "stream")  # phases that need no index; the indexed phases (queries, reprocess) always run
+READER_REST = 3.0  # the reprocess reader rests this many times its last read's duration (Reader)
+REQUEST_TIMEOUT_S = 120.0  # the benchmark's Elasticsearch requests: a slow server shows in the figures, not as errors
 QUERY_BUDGET_S = 60.0  # per query and size: fewer repeats when a query is that slow
 FAILOVER_TIMEOUT_S = 120.0  # for the partitions to be consumed again and the lag to come back, and the rest
 MIN_ATTRIBUTED_S = 1.0
@@ -419,12 +422,15 @@ class Reader(threading.Thread):
     """What a user sees during a reprocess: a count and a search of the read alias, one after the other, throughout.
 
     Every error is kept (type and message, no post data) and the smallest count seen: no downtime means no error
-    and never fewer posts than before the alias swap."""
+    and never fewer posts than before the alias swap. The reader rests READER_REST times as long as its last read
+    took (at least 50 ms): on Elasticsearch that is a read every few tens of milliseconds, while on a server that
+    needs seconds per search (the local stand-in at 50,000 documents and more) it takes a quarter of the server
+    instead of all of it, which had starved the reprocess's own bulk requests into timeouts."""
 
     def __init__(self, es: Any, index: str) -> None:
         super().__init__(daemon=True)
         self.es, self.index = es, index
-        self.reads, self.errors, self.counts = 0, [], []
+        self.reads, self.errors, self.counts, self.longest_s = 0, [], [], 0.0
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -432,6 +438,7 @@ class Reader(threading.Thread):
         for word in itertools.cycle(SEARCH_WORDS):
             if self.stopping.is_set():
                 return
+            started = time.monotonic()
             try:
                 count = int(self.es.count(index=self.index)["count"])
                 search(self.es, self.index, QueryFilters(text=word), size=10)
@@ -439,7 +446,9 @@ class Reader(threading.Thread):
                 self.reads += 1
             except Exception as exc:  # each failure is a finding, and the reader goes on
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            time.sleep(0.05)
+            took = time.monotonic() - started
+            self.longest_s = max(self.longest_s, took)
+            self.stopping.wait(max(0.05, READER_REST * took))
 
 
 def measure_reprocess(bench: Settings, settings_file: Path, work: Path, models: str) -> dict[str, Any]:
@@ -470,7 +479,7 @@ def measure_reprocess(bench: Settings, settings_file: Path, work: Path, models: 
             "posts_per_s": report["enriched"] / measured["wall_s"], "peak_rss_mb": measured["peak_rss_mb"],
             "dead_letters": report["dead_letters"],
             "reader": {"reads": reader.reads, "errors": reader.errors, "min_count": min(reader.counts, default=None),
-                       "max_count": max(reader.counts, default=None)},
+                       "max_count": max(reader.counts, default=None), "longest_read_s": reader.longest_s},
             "cpu": cpu, "limit": limit(cpu)}
 
 
@@ -530,13 +539,14 @@ def _index(bench: Settings, posts_file: Path, work: Path, start: int, stop: int)
 
 
 def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: list[int], workers: list[int],
-        models: str, repeats: int, workdir: str, config: Optional[str], json_path: Optional[str]) -> int:
-    from core.provision import setup_all, teardown_all
+        models: str, repeats: int, workdir: str, config: Optional[str], json_path: Optional[str],
+        skip: Iterable[str] = ()) -> int:
+    """All phases in order, or all but those in `skip` (SKIPPABLE): a run that failed late repeats only its part."""
     work = Path(workdir) / "scale"
     work.mkdir(parents=True, exist_ok=True)
     name = f"benchscale-{os.getpid()}"
     settings_file = bench_config(work, config, {
-        "elasticsearch": {"index_prefix": PREFIX},
+        "elasticsearch": {"index_prefix": PREFIX, "request_timeout_s": REQUEST_TIMEOUT_S},
         "kafka": {"topics": {"raw": f"{name}.raw", "enriched": f"{name}.enriched", "dead_letter": f"{name}.dead",
                              "case_updates": f"{name}.cases"}},
         "logging": {"level": "WARNING", "format": "json"}})
@@ -548,12 +558,22 @@ def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: lis
         generate.write(samples, generate.Options(n=total, seed=7, start=datetime.now(timezone.utc) - timedelta(days=28)),
                        out, progress=None)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "n": n, "batch_n": batch_n,
-                               "models": models, "query_sizes": query_sizes, "workers": workers}
-    batch_input = work / "batch-input.jsonl"
-    write_slice(posts_file, batch_input, 0, batch_n)
-    results["batch"] = measure_batch(settings, settings_file, batch_input, work, models, workers)
-    save(results, json_path)
-    stream_posts = min(batch_n, MAX_RATE_POSTS)
+                               "models": models, "query_sizes": query_sizes, "workers": workers,
+                               "skipped": sorted(skip)}
+    if "batch" not in skip:
+        batch_input = work / "batch-input.jsonl"
+        write_slice(posts_file, batch_input, 0, batch_n)
+        results["batch"] = measure_batch(settings, settings_file, batch_input, work, models, workers)
+        save(results, json_path)
+    if "stream" not in skip:
+        measure_streams(settings, config, posts_file, work, models, workers, min(batch_n, MAX_RATE_POSTS), results)
+        save(results, json_path)
+    return measure_indexed(bench, settings_file, posts_file, work, n, query_sizes, models, repeats, results, json_path)
+
+
+def measure_streams(settings: Settings, config: Optional[str], posts_file: Path, work: Path, models: str,
+                    workers: list[int], stream_posts: int, results: dict[str, Any]) -> None:
+    """Stream flat out with each worker count, then the failover with the largest."""
     results["stream"] = []
     for count in workers:
         results["stream"].append(measure_stream(settings, config, posts_file, work, models, count, stream_posts))
@@ -564,7 +584,13 @@ def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: lis
                                                max(10.0, one / 4), stream_posts)
         print(f"  failover: partitions consumed again after {_s(results['failover']['moved_s'])}, lag back after "
               f"{_s(results['failover']['caught_up_s'])}", file=sys.stderr)
-    save(results, json_path)
+
+
+def measure_indexed(bench: Settings, settings_file: Path, posts_file: Path, work: Path, n: int,
+                    query_sizes: list[int], models: str, repeats: int, results: dict[str, Any],
+                    json_path: Optional[str]) -> int:
+    """Index up to each size, time the queries there, reprocess at `n`; a dead server ends it with the reason."""
+    from core.provision import setup_all, teardown_all
     try:  # a clean start: an interrupted run may have left its indices behind
         teardown_all(bench, kafka=False)
     except NotFoundError:
@@ -614,13 +640,17 @@ def machine() -> dict[str, Any]:
 def format_results(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [f"Scale benchmark, {r['date']}: reprocess {r['n']} posts, batch {r['batch_n']}, models {r['models']}, "
-             f"{m['cpus']} CPUs, {m['memory_gib']} GiB, load average at start {m['load_average_1m']}", "",
-             f"{'batch (JSONL -> JSONL)':<26} {'posts':>7} {'posts/s':>8} {'wall s':>7} {'peak RSS MB':>11}  limited by"]
-    for row in r["batch"]:
+             f"{m['cpus']} CPUs, {m['memory_gib']} GiB, load average at start {m['load_average_1m']}"
+             + (f"; skipped: {', '.join(r['skipped'])}" if r.get("skipped") else "")]
+    if "batch" in r:
+        lines += ["", f"{'batch (JSONL -> JSONL)':<26} {'posts':>7} {'posts/s':>8} {'wall s':>7} {'peak RSS MB':>11}  "
+                      "limited by"]
+    for row in r.get("batch", []):
         lines.append(f"{row['engine'] + ', ' + str(row['workers']) + ' worker(s)':<26} {row['enriched']:>7} "
                      f"{row['posts_per_s']:>8.0f} {row['wall_s']:>7.1f} {row['peak_rss_mb']:>11.0f}  {row['limit']}")
-    lines += ["", f"{'stream, flat out':<26} {'posts':>7} {'posts/s':>8} {'s':>7}  limited by"]
-    for row in r["stream"]:
+    if "stream" in r:
+        lines += ["", f"{'stream, flat out':<26} {'posts':>7} {'posts/s':>8} {'s':>7}  limited by"]
+    for row in r.get("stream", []):
         lines.append(f"{str(row['workers']) + ' worker(s)':<26} {row['posts']:>7} {row['posts_per_s']:>8.0f} "
                      f"{row['seconds']:>7.1f}  {row['limit']}")
     if "failover" in r:
@@ -634,7 +664,8 @@ def format_results(r: dict[str, Any]) -> str:
         lines += ["", f"reprocess: {p['re_enriched']} posts in {p['seconds']:.1f} s ({p['posts_per_s']:.0f} posts/s), "
                       f"peak RSS {p['peak_rss_mb']:.0f} MB; limited by {p['limit']}",
                   f"  reader on the read alias: {reader['reads']} reads, {len(reader['errors'])} errors, smallest count "
-                  f"{reader['min_count']} (before: {p['posts_before']}, after: {p['posts_after']})"]
+                  f"{reader['min_count']} (before: {p['posts_before']}, after: {p['posts_after']}), longest read "
+                  f"{reader['longest_read_s']:.1f} s"]
     lines += ["", f"{'query':<24} {'posts':>7} {'n':>4} {'p50 ms':>8} {'p95 ms':>8}  limited by"]
     for row in r["queries"]:
         lines.append(f"{row['query']:<24} {row['size']:>7} {row['n']:>4} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f}  "

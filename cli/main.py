@@ -438,7 +438,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         from cli import bench_scale
         n = args.n or 200_000
         return bench_scale.run(settings, args.samples, n, min(n, args.batch_n), args.query_sizes, args.workers,
-                               args.models, args.repeats, args.workdir, args.config, args.json)
+                               args.models, args.repeats, args.workdir, args.config, args.json, args.skip)
     from cli import bench
     return bench.run_batch_benchmark(settings, args.samples, args.n or 10_000, args.workdir, args.config)
 
@@ -771,7 +771,20 @@ def _parser() -> argparse.ArgumentParser:
                           "check of the tooling)")
     sub.add_argument("--repeats", type=int, default=20, help="scale: times each query is asked per size (default 20)")
     sub.add_argument("--json", help="scale: also write every figure to this JSON file")
+    sub.add_argument("--skip", type=_phases, default=[], metavar="PHASE,PHASE",
+                     help="scale: phases not to run, of batch,stream (the indexed phases, queries and reprocess, "
+                          "always run)")
     return parser
+
+
+def _phases(text: str) -> list[str]:
+    """A comma-separated list of `bench scale` phases to skip (--skip batch,stream)."""
+    from cli.bench_scale import SKIPPABLE
+    phases = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [phase for phase in phases if phase not in SKIPPABLE]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown phase {', '.join(unknown)}: choose from {', '.join(SKIPPABLE)}")
+    return phases
 
 
 def _counts(text: str) -> list[int]:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +114,18 @@ def test_nothing_of_the_benchmark_is_left_on_the_servers(figures: dict[str, Any]
         assert [topic for topic in admin.list_topics() if "benchscale" in topic] == []
     finally:
         admin.close()
+
+
+def test_skipped_phases_are_not_run_and_the_indexed_ones_are(live: Settings, tmp_path: Path) -> None:
+    """`--skip batch,stream` repeats only the indexed part (a run that failed there, a real Elasticsearch later)."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, "-m", "cli.main", "bench", "scale", "--n", "60", "--query-sizes", "60",
+                           "--skip", "batch,stream", "--models", "fake", "--repeats", "3", "--workdir", str(tmp_path),
+                           "--json", str(out)], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert "batch" not in figures and "stream" not in figures and figures["skipped"] == ["batch", "stream"]
+    assert figures["reprocess"]["posts_after"] == 60 and figures["reprocess"]["reader"]["errors"] == []
+    assert {row["query"] for row in figures["queries"]} == QUERIES
+    assert "batch (JSONL" not in done.stdout and "skipped: batch, stream" in done.stdout
