@@ -24,7 +24,8 @@ def _write_benchmarks(root: Path) -> None:
                            ("tweeteval/sentiment", ("val", "test"))):
         (root / folder).mkdir(parents=True)
         for split in splits:
-            (root / folder / f"{split}_text.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+            (root / folder / f"{split}_text.txt").write_text("\n".join(_split_texts(texts, folder, split)) + "\n",
+                                                            encoding="utf-8")
             (root / folder / f"{split}_labels.txt").write_text("\n".join(labels) + "\n")
     (root / "germeval2017").mkdir()
     names = ["negative", "neutral", "positive"]
@@ -36,13 +37,32 @@ def _write_benchmarks(root: Path) -> None:
     for folder in ("arabic", "french", "hindi", "italian", "portuguese", "spanish"):
         (root / "umsab" / folder).mkdir(parents=True)
         for split in ("train", "val", "test"):
-            (root / "umsab" / folder / f"{split}_text.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+            (root / "umsab" / folder / f"{split}_text.txt").write_text(
+                "\n".join(_split_texts(texts, f"umsab/{folder}", split)) + "\n", encoding="utf-8")
             (root / "umsab" / folder / f"{split}_labels.txt").write_text("\n".join(labels) + "\n")
     tsv = ["label\ttext", "mixed\tgut und schlecht zugleich"] + [f"{names[int(label)]}\t\"{text}\""
                                                                  for text, label in zip(texts, labels)]
     for folder in ("sb10k", "potts", "semeval2013-2016"):
         (root / folder).mkdir()
         (root / folder / "train.tsv").write_text("\n".join(tsv) + "\n", encoding="utf-8")
+
+
+def _split_texts(texts: list[str], folder: str, split: str) -> list[str]:
+    """UMSAB val texts of their own: training leaves out every validation text, so shared ones would leave no data."""
+    return [f"{text} (val)" for text in texts] if folder.startswith("umsab") and split == "val" else texts
+
+
+def test_validation_texts_are_left_out_of_the_training_sets(tmp_path: Path) -> None:
+    from models import datasets
+    _write_benchmarks(tmp_path)
+    val_text = (tmp_path / "umsab/english/val_text.txt").read_text(encoding="utf-8").splitlines()[0]
+    tweeteval = tmp_path / "tweeteval/sentiment/val_text.txt"  # trained on: here it repeats a UMSAB val tweet
+    lines = tweeteval.read_text(encoding="utf-8").splitlines()
+    tweeteval.write_text("\n".join(["  " + val_text.upper(), *lines[1:]]) + "\n", encoding="utf-8")
+    sets = {s.name: s for s in datasets.training_sets(tmp_path, extra=True)}
+    assert sets["tweeteval-val"].texts == lines[1:] and len(sets["tweeteval-val"].labels) == len(lines) - 1
+    assert all(not text.endswith("(val)") for s in sets.values() for text in s.texts)
+    assert len(sets["umsab-en-train"].texts) == len(lines)  # nothing else left out
 
 
 @pytest.mark.models  # trains and exports a real (tiny) run: minutes
