@@ -45,7 +45,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import psutil
 from elasticsearch import NotFoundError
@@ -540,7 +540,7 @@ def _index(bench: Settings, posts_file: Path, work: Path, start: int, stop: int)
 
 def run(settings: Settings, samples: str, n: int, batch_n: int, query_sizes: list[int], workers: list[int],
         models: str, repeats: int, workdir: str, config: Optional[str], json_path: Optional[str],
-        skip: Iterable[str] = ()) -> int:
+        skip: Sequence[str] = ()) -> int:
     """All phases in order, or all but those in `skip` (SKIPPABLE): a run that failed late repeats only its part."""
     work = Path(workdir) / "scale"
     work.mkdir(parents=True, exist_ok=True)

@@ -725,8 +725,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--config", dest="train_config", metavar="FILE",
                      help="training hyperparameters (default: models/train.yaml)")
     sub.add_argument("--stage", choices=["all", "encoder", "intent"], default="all",
-                     help="encoder: adapters and heads (about 75 min on 2 cores); intent: refit the intent head only "
-                          "(seconds)")
+                     help="encoder: adapters and heads (about 75 min on 2 cores); intent: refit the intent head, and "
+                          "the sentiment head for --corrections, then calibrate (a minute or two)")
     sub.add_argument("--out", help="where the artifacts go (default: models/artifacts)")
     sub.add_argument("--intents", help="folder with the intent train.jsonl (default: data/intents)")
     sub.add_argument("--corrections", metavar="FILE", help="agents' corrected labels (triage export-labels output) "
