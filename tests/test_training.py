@@ -166,6 +166,26 @@ def test_only_the_fields_an_agent_corrected_become_training_labels(tmp_path: Pat
         train.read_corrections(exported)
 
 
+def test_a_sentiment_edit_gives_each_correction_its_label_and_spares_posts_unlike_them() -> None:
+    import torch
+    from models.understanding import Head
+    generator = torch.Generator().manual_seed(0)
+    head = Head(["negative", "neutral", "positive"], torch.nn.Linear(16, 3))
+    anchors = torch.randn(2000, 16, generator=generator)
+    anchors[:, 14:] *= 0.01  # directions other posts hardly have, and each corrected post does
+    fixes = torch.randn(2, 16, generator=generator)
+    fixes[:, 14:] = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    gold = head.linear(fixes).argmin(1).detach()  # the label the head likes least
+    edited = train._edit_sentiment(head, fixes, gold, anchors, temperature=1.5, confidence=0.5)
+    probabilities = torch.softmax(edited.linear(fixes) / 1.5, dim=-1).detach()
+    assert probabilities.argmax(1).tolist() == gold.tolist()
+    assert probabilities[[0, 1], gold].min() >= 0.499  # just enough: not flagged for review at 0.48
+    moved = (edited.linear(anchors) - head.linear(anchors)).abs().mean()
+    assert moved < 0.05 * (edited.linear(fixes) - head.linear(fixes)).abs().mean()
+    already = train._edit_sentiment(head, fixes, head.linear(fixes).argmax(1).detach(), anchors, 1.5, 0.3)
+    assert torch.equal(already.linear.weight, head.linear.weight)  # a post answered as corrected asks for no change
+
+
 @pytest.mark.models  # refits the heads of the shipped model: a minute or two
 def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retrain(
         tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
