@@ -367,7 +367,7 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     for precision in precisions:
         understanding = load_understanding(models_cfg, int8=precision == "int8")
         results = [evaluate.intent_result(understanding), *evaluate.care_results(understanding),
-                   *evaluate.topic_results(understanding.encoder)]
+                   *evaluate.care_results(understanding, "outside"), *evaluate.topic_results(understanding.encoder)]
         if data:
             results += evaluate.benchmark_results(understanding, data, args.limit)
         results += evaluate.calibration_results(understanding, data)

@@ -25,7 +25,9 @@ UMSAB_OTHER = {"arabic": "ar", "french": "fr", "hindi": "hi", "italian": "it", "
 EXTRA_SETS = {"sb10k": ("sb10k-train", "de"), "potts": ("potts-train", "de"),
               "semeval2013-2016": ("semeval-train", "en")}
 # The team's hard care posts (data/intents/care-hard-{train,test}.jsonl): each row also carries its sentiment and
-# the failure class it was written for, so `triage eval` reports every class on its own.
+# the failure class it was written for, so `triage eval` reports every class on its own. care-hard-outside.jsonl
+# holds the same classes written by other hands, never trained on: how the product does on posts it has not seen
+# the like of.
 CARE_FILE = "care-hard"
 
 

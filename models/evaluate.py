@@ -86,9 +86,9 @@ def intent_result(understanding: Any) -> Result:
 
 
 def care_results(understanding: Any, split: str = "test") -> list[Result]:
-    """Intent and sentiment accuracy on the hard care posts (data/intents/care-hard-*.jsonl), per failure class
-    and over all; the detail names what the wrong ones came out as, per language, and how many were marked
-    needs_review."""
+    """Intent and sentiment accuracy on the hard care posts of `split` (data/intents/care-hard-{split}.jsonl: the
+    team's test split, or "outside", written by other hands), per failure class and over all; the detail names
+    what the wrong ones came out as, per language, and how many were marked needs_review."""
     rows = datasets.care_rows(split)
     analyzed = understanding.analyze([row["text"] for row in rows])
     results = []

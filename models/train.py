@@ -576,6 +576,8 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, config: Opt
                                   "chosen_by": f"{head_config.folds}-fold cross-validation on the train split",
                                   "chosen": best,
                                   "grid": grid}
+    # the heads answer differently now: posts record the version they were enriched with (model_versions)
+    spec["version"] = f"{spec['version'].split('+')[0]}+heads-{datetime.now(timezone.utc):%Y%m%dT%H%M}"
     spec["training"]["corrections"] = {"intent": len(corrected), "sentiment": len(sentiment_fixes),
                                        "topic": sum(1 for row in corrections if "topic" in row["labels"]),
                                        "weight": config.corrections.weight}

@@ -192,6 +192,8 @@ def test_eval_reports_every_team_measured_figure_at_its_target(capsys: pytest.Ca
         assert scores[name] >= REFERENCE[name][0], (name, scores[name])
     assert scores["intents-test"] <= 1.0
     assert 0.0 < scores["topics-telecom"] <= 1.0 and 0.0 < scores["topics-rail"] <= 1.0
+    for split in ("test", "outside"):  # the hard care posts, the team's and those written by other hands
+        assert 0.5 < scores[f"care-{split}-all-intent"] <= 1.0 and 0.5 < scores[f"care-{split}-all-sentiment"] <= 1.0
     assert "public benchmarks skipped" in capsys.readouterr().out
 
 

@@ -219,6 +219,8 @@ def test_a_corrected_post_the_model_got_wrong_comes_out_right_after_a_short_retr
     assert results[1]["intent"]["label"] == "complaint", results[1]["intent"]
     assert [(r["intent"]["label"], r["sentiment"]["label"]) for r in results[2:]] == list(clear.values())
     spec = json.loads((out / "model.json").read_text())
+    shipped = json.loads((ARTIFACTS_DIR / "model.json").read_text())["version"].split("+")[0]
+    assert spec["version"].startswith(f"{shipped}+heads-")  # enriched posts tell the refit heads apart
     assert spec["training"]["corrections"] == {"intent": 1, "sentiment": 1, "topic": 1, "weight": 4}
     assert spec["topic_examples"] == [topic]  # kept as a vector: no post text in the committed artifacts
     assert wrong_sentiment not in (out / "model.json").read_text()
