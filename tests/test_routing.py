@@ -38,6 +38,13 @@ def test_an_unsure_spam_label_does_not_hide_a_post_with_bank_details() -> None:
     assert d.queue != "spam" and d.priority == "P1" and d.due_at is not None
 
 
+@pytest.mark.parametrize("pii", [["iban"], ["customer_number", "address"]])
+def test_a_confident_spam_label_does_not_hide_a_post_with_personal_data(pii: list[str]) -> None:
+    d = decide(RULES, post("Überweist mir endlich mein Geld zurück, Kundennr. 12345678", intent="spam",
+                           intent_score=0.95, pii=pii))
+    assert d.queue != "spam" and d.due_at is not None and d.private_channel
+
+
 def test_cancellation_threat_is_retention_p1_private_with_the_queue_sla() -> None:
     d = decide(RULES, post("Noch einmal und ich bin weg.", intent="cancellation", sentiment="negative"))
     assert (d.queue, d.priority, d.private_channel) == ("retention", "P1", True)
