@@ -73,6 +73,7 @@ class IntentHeadConfig(_Strict):
     epochs: int = Field(ge=1)
     lr: float = Field(gt=0)
     label_smoothing: float = Field(ge=0, lt=1)
+    care_weight: float = Field(default=1.0, gt=0, le=1)  # a hard care post's loss weight; a team text's is 1
 
 
 class MixEntry(_Strict):
@@ -425,8 +426,9 @@ def _fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: fl
 
 def _cross_validate(x: torch.Tensor, y: torch.Tensor, labels: list[str], config: IntentHeadConfig,
                     weights: torch.Tensor) -> tuple[dict[str, Any], list[dict[str, Any]], torch.Tensor]:
-    """Pick the head's settings by k-fold cross-validation on the train split (the test split stays unseen); also
-    the chosen setting's out-of-fold logits, which the intent calibration is fitted on."""
+    """Pick the head's settings by k-fold cross-validation on the train split (the test split stays unseen), each
+    held-out text scored with its training weight; also the chosen setting's out-of-fold logits, which the intent
+    calibration is fitted on."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(config.seed))
     folds = config.folds
     results = []
@@ -441,7 +443,8 @@ def _cross_validate(x: torch.Tensor, y: torch.Tensor, labels: list[str], config:
                 with torch.no_grad():
                     out_of_fold[held] = head(x[held])
                 predicted = [labels[i] for i in out_of_fold[held].argmax(1).tolist()]
-                scores.append(metrics.macro_f1([labels[i] for i in y[held].tolist()], predicted, labels))
+                scores.append(metrics.macro_f1([labels[i] for i in y[held].tolist()], predicted, labels,
+                                               weights[held].tolist()))
             results.append({"standardize": standardize, "weight_decay": weight_decay,
                             "cv_macro_f1": round(sum(scores) / folds, 4), "_logits": out_of_fold})
     best = max(results, key=lambda r: r["cv_macro_f1"])
@@ -553,7 +556,8 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, config: Opt
     labels = list(INTENT_LABELS)
     gold_labels = train.labels + [row["label"] for row in care] + [row["labels"]["intent"] for row in corrected]
     gold = torch.tensor([labels.index(label) for label in gold_labels])
-    weights = torch.tensor([1.0] * (len(train.texts) + len(care)) + [float(config.corrections.weight)] * len(corrected))
+    weights = torch.tensor([1.0] * len(train.texts) + [head_config.care_weight] * len(care)
+                           + [float(config.corrections.weight)] * len(corrected))
     vectors = understanding.encoder.embed(texts)
     best, grid, out_of_fold = _cross_validate(vectors, gold, labels, head_config, weights)
     log.info("intent head cross-validation", extra={"fields": {"best": best}})
@@ -570,10 +574,10 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, config: Opt
             torch.tensor([heads["sentiment"].labels.index(row["labels"]["sentiment"]) for row in sentiment_fixes]),
             _sentiment_anchors(understanding, vectors, data_dir, head_config.seed),
             previous.get("sentiment", {}).get("temperature", 1.0), config.corrections.sentiment_confidence)
-    spec["training"]["intent"] = {"data": ["data/intents/train.jsonl", f"data/intents/{datasets.CARE_FILE}-train.jsonl"]
+    spec["training"]["intent"] = {"data": ["data/intents/train.jsonl", f"data/intents/{datasets.CARE_FILE}-train.jsonl (x{head_config.care_weight})"]
                                   + ([f"agents' corrections (x{config.corrections.weight})"] if corrected else []),
                                   "examples": len(texts),
-                                  "chosen_by": f"{head_config.folds}-fold cross-validation on the train split",
+                                  "chosen_by": f"{head_config.folds}-fold cross-validation on the train split, weighted",
                                   "chosen": best,
                                   "grid": grid}
     # the heads answer differently now: posts record the version they were enriched with (model_versions)
