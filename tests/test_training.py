@@ -141,6 +141,16 @@ def test_a_mix_entry_naming_no_set_is_refused_with_the_known_ones(tmp_path: Path
         train._mix_pools(str(tmp_path), config)
 
 
+def test_head_selection_scores_a_text_as_much_as_it_counted_in_training() -> None:
+    from models import metrics
+    labels = ["complaint", "question"]
+    gold, predicted = ["complaint", "question", "question"], ["complaint", "complaint", "question"]
+    # a weight of 2 scores like the text written twice; a quarter-weight mistake costs less than a full one
+    assert metrics.macro_f1(gold, predicted, labels, [1, 2, 1]) == pytest.approx(
+        metrics.macro_f1(gold + ["question"], predicted + ["complaint"], labels))
+    assert metrics.macro_f1(gold, predicted, labels, [1, 0.25, 1]) > metrics.macro_f1(gold, predicted, labels)
+
+
 def test_a_balanced_draw_takes_a_rare_label_whole() -> None:
     from models.datasets import LabelledSet
     pool = LabelledSet("x", "sentiment", [f"t{i}" for i in range(100)], ["negative"] * 5 + ["neutral"] * 95)
