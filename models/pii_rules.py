@@ -32,6 +32,9 @@ EMAIL_OBFUSCATED = re.compile(
     rf"(?<![\w.+-])[\w.+-]{{1,64}}{_OBF_AT}(?P<domain>{_OBF_LABEL}(?:{_OBF_DOT}{_OBF_LABEL}){{0,3}}{_OBF_DOT}"
     rf"(?:{_COMMON_TLDS}))\b", re.IGNORECASE)
 
+UK_BANK_ACCOUNT = re.compile(r"\bsort[ -]?code\W{0,3}(?P<value>\d{2}[- ]?\d{2}[- ]?\d{2}\b"
+                             r"(?:[,;]?\s{0,2}(?:(?:account|acct?|a/c)\.?(?:\s(?:no\.?|number|#))?\s?:?\s?)?\d{8}\b)?)",
+                             re.IGNORECASE)
 # IBAN lengths of every country in the ISO 13616 registry (SWIFT). A candidate from any other "country"
 # is no IBAN: with spaced-out letters allowed, "In 12345 ..." would otherwise pass the checksum at some
 # length one time in five.
@@ -104,18 +107,23 @@ POSTCODE_US = re.compile(rf"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)?,\s(?:{_US_STATES})\s
 
 # Reference numbers count as personal data only right after a keyword that says what they are.
 REFERENCE_KEYWORDS = {
-    "customer_number": r"Kundennummer|Kunden-?Nr\.?|Kundennr\.?|Kd\.?-?Nr\.?|Kunden-?ID|customer (?:number|no\.?|id|#)"
-                       r"|account (?:number|no\.?|id|#)|acct\.? (?:no\.?|#)",
+    "customer_number": r"Kundennummer|Kunden-?Nr\.?|Kundennr\.?|Kd\.?-?Nr\.?|Kunden-?ID|Kundenkonto|Vertragskonto"
+                       r"|customer (?:number|no\.?|id|#)|account (?:number|no\.?|id|#)|account|acct\.?|acc\.?",
     "contract_number": r"Vertragsnummer|Vertrags-?Nr\.?|Vertragsnr\.?|Vertrag|Versicherungsnummer|Policennummer"
-                       r"|contract (?:number|no\.?|id|#)|contract|policy (?:number|no\.?|#)",
+                       r"|contract (?:number|no\.?|id|#)|contract|policy (?:number|no\.?|#)|policy",
     "order_number": r"Bestellnummer|Bestell-?Nr\.?|Bestellung|Auftragsnummer|Auftrags-?Nr\.?|Auftrag|Rechnungsnummer"
                     r"|Rechnungs-?Nr\.?|Sendungsnummer|Sendungs-?Nr\.?|order (?:number|no\.?|id|#)|order|invoice (?:number|no\.?|#)"
-                    r"|tracking (?:number|no\.?|#)",
+                    r"|tracking (?:number|no\.?|#)|Buchungsnummer|Buchungscode"
+                    r"|booking (?:ref(?:erence)?|number|no\.?|#)",
     "ticket_number": r"Ticketnummer|Ticket-?Nr\.?|Ticket|Vorgangsnummer|Vorgangs-?Nr\.?|Vorgang|Fallnummer|Störungsnummer"
                      r"|Referenznummer|Aktenzeichen|case (?:number|no\.?|id|#)|case|ticket (?:number|no\.?|id|#)"
-                     r"|reference (?:number|no\.?|#)|ref\.? (?:no\.?|#)",
+                     r"|reference (?:number|no\.?|#)|ref\.? (?:no\.?|#)|Schadennummer|Schaden-?Nr\.?"
+                     r"|claim (?:ref(?:erence)?|number|no\.?|#)|claim",
 }
-_REFERENCE_VALUE = r"(?P<value>(?=(?:[A-Za-z/-]*\d){5})[A-Za-z0-9][A-Za-z0-9/-]{3,30}[A-Za-z0-9])"
+# One token with at least 5 digits, or digit groups written apart as customers copy them from a letter
+# ("9 412 775 380", "1.007.743.219"), at least 7 digits in all (so that "12.500 Euro" stays an amount).
+_REFERENCE_VALUE = (r"(?P<value>(?=\d{1,4}(?:[ .]\d{2,4}){1,5}(?![\w-]))(?=(?:[ .]?\d){7})\d{1,4}(?:[ .]\d{2,4}){1,5}"
+                    r"|(?=(?:[A-Za-z/-]*\d){5})[A-Za-z0-9][A-Za-z0-9/-]{3,30}[A-Za-z0-9])")
 # Possessive whitespace (\s*+, \s++): a long run of spaces after a keyword is taken whole, not split
 # among the three glue parts in every possible way (cubic: 20,000 spaces took minutes).
 _REFERENCE_GLUE = r"(?:\s*+(?:[:#.=]|ist|lautet|is|was|wäre|war|lautet:|Nr\.?|no\.?)\s*+|\s++){1,3}"
@@ -175,6 +183,13 @@ def _iban_length(candidate: str) -> int:
     ends = [i + 1 for i, ch in enumerate(candidate) if ch.isalnum()]
     n = IBAN_LENGTHS.get(candidate[:ends[1]].replace(" ", "").upper(), 0)
     return ends[n - 1] if n and n <= len(ends) and iban_is_valid(candidate[:ends[n - 1]]) else 0
+
+
+def find_uk_bank_accounts(text: str) -> Iterator[Finding]:
+    """A UK sort code, with the account number when one follows: the bank details of UK customers, who have
+    no IBAN on their cards and letters. Only after the words "sort code", so dates and prices never match."""
+    for m in UK_BANK_ACCOUNT.finditer(text):
+        yield "bank_account", m.start("value"), m.end("value")
 
 
 def find_card_numbers(text: str) -> Iterator[Finding]:
@@ -300,6 +315,7 @@ def find_reference_numbers(text: str) -> Iterator[Finding]:
 def find_all(text: str, phone_regions: list[str]) -> list[Finding]:
     """Every rule's findings, most specific first; overlaps are resolved by the caller in this order."""
     return [
-        *find_emails(text), *find_ibans(text), *find_card_numbers(text), *find_reference_numbers(text),
+        *find_emails(text), *find_ibans(text), *find_uk_bank_accounts(text), *find_card_numbers(text),
+        *find_reference_numbers(text),
         *find_dates_of_birth(text), *find_phones(text, phone_regions), *find_addresses(text), *find_postcodes(text),
     ]

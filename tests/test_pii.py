@@ -51,6 +51,18 @@ FOUND = [
     ("order #A1234567 never arrived", "order_number", "A1234567"),
     ("Ticketnummer 2611-4471-02", "ticket_number", "2611-4471-02"),
     ("case number CS-99812734 still open", "ticket_number", "CS-99812734"),
+    # as customers copy them from a letter, in groups; and the UK's bank details, which are no IBAN
+    ("Kundennummer 9 412 775 380, bitte prüfen", "customer_number", "9 412 775 380"),
+    ("Kundennr 6.0044.91.127 hab ich", "customer_number", "6.0044.91.127"),
+    ("Vertragskonto 2093 3144 781, alte Adresse", "customer_number", "2093 3144 781"),
+    ("cancel my contract, account 9920448317. now", "customer_number", "9920448317"),
+    ("I'm leaving. Account GP90331247. Refund me", "customer_number", "GP90331247"),
+    ("refund the £51.98 to sort code 60-83-71 acc 20447719 and", "bank_account", "60-83-71 acc 20447719"),
+    ("New sort code 30-96-34, account 11428876, BT", "bank_account", "30-96-34, account 11428876"),
+    ("my account (sort code 04-00-75, acc ending 3318)", "bank_account", "04-00-75"),
+    ("Buchungscode 2026-774512 storniert?", "order_number", "2026-774512"),
+    ("Cancelling. Policy H-88201477. Pro-rata refund", "contract_number", "H-88201477"),
+    ("delay repay claim DR-6620915, submitted", "ticket_number", "DR-6620915"),
 ]
 
 
@@ -74,6 +86,10 @@ NOT_PERSONAL = [
     "Prices went up by 40% in 2026",
     "Card number 4111 1111 1111 1112 is invalid (bad checksum)",
     "IBAN DE00 3704 0044 0532 0130 00 has a wrong check digit",
+    "My account has been down for 3 days, 2 500 customers affected",
+    "Kundenkonto seit 2019, 12 Monate Laufzeit",
+    "the sort code on the form was wrong again",
+    "Kundennummer hab ich nicht, Überweisung 12.500 Euro am 3.4.",
 ]
 
 
