@@ -198,6 +198,26 @@ def test_eval_reports_every_team_measured_figure_at_its_target(capsys: pytest.Ca
 
 
 @pytest.mark.models
+def test_customers_posting_money_matters_with_personal_data_are_answered_never_spam(tmp_path: Path) -> None:
+    from cli.main import main
+    care = Path(__file__).resolve().parent.parent / "data" / "intents" / "care-hard-outside.jsonl"
+    rows = [json.loads(line) for line in care.read_text(encoding="utf-8").splitlines()]
+    texts = [row["text"] for row in rows if row["class"] == "personal_data_money"]  # by another hand, never trained on
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(json.dumps({"schema_version": 1, "id": f"twitter:{9000 + i}", "source": "twitter",
+                                         "text": text, "created_at": "2026-11-23T09:00:00Z",
+                                         "author": {"id": f"u{i}", "handle": f"c{i}"}}) + "\n"
+                             for i, text in enumerate(texts)), encoding="utf-8")
+    assert main(["batch", "--input", str(posts), "--output", str(tmp_path / "out.jsonl")]) == 0
+    enriched = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(enriched) == len(texts) == 120
+    assert not [p["id"] for p in enriched if p["triage"]["queue"] == "spam"]
+    assert sum(p["pii"]["found"] for p in enriched) >= 100  # 103 measured; the rest: invented IBANs, booking codes
+    assert all(p["triage"]["private_channel"] for p in enriched if p["pii"]["found"])
+    assert all(p["triage"]["priority"] == "P1" for p in enriched if {"iban", "bank_account"} & set(p["pii"]["types"]))
+
+
+@pytest.mark.models
 def test_topics_check_measures_a_companys_own_file_and_posts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from cli.main import main
     topics = tmp_path / "topics.yaml"
