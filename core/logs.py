@@ -16,6 +16,18 @@ from core.terminal import printable
 
 # Beam logs these at WARNING for every batch on platforms without the resource module; they are noise.
 _NOISE = ("Resource module is not available", "apitools not found")
+# Client libraries whose own log lines are kept at WARNING. Their retries attach the whole exception chain
+# (three tracebacks for one refused connection); the last exception's line says what a reader needs, and the
+# product's own error message follows.
+_CLIENT_LOGGERS = ("apache_beam", "kafka", "elastic_transport", "urllib3")
+
+
+def _error_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The product's own errors keep their traceback; a client library's retry keeps one line."""
+    exc_type, exc, _ = record.exc_info or (None, None, None)
+    if exc_type and record.name.split(".")[0] in _CLIENT_LOGGERS:
+        return f"{exc_type.__name__}: {exc}"
+    return formatter.formatException(record.exc_info) if record.exc_info else ""
 
 
 class _JsonFormatter(logging.Formatter):
@@ -24,7 +36,7 @@ class _JsonFormatter(logging.Formatter):
                  "level": record.levelname, "logger": record.name, "event": record.getMessage(),
                  **getattr(record, "fields", {})}
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = _error_text(self, record)
         return redact_text(json.dumps(entry, ensure_ascii=False, default=str))  # no user:password@ of any URL
 
 
@@ -33,7 +45,7 @@ class _TextFormatter(logging.Formatter):
         # A terminal reads this: control characters from data are shown as escapes, never executed.
         fields = " ".join(f"{k}={printable(str(v))}" for k, v in getattr(record, "fields", {}).items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {printable(record.getMessage())} {fields}".rstrip()
-        return redact_text(line + ("\n" + self.formatException(record.exc_info) if record.exc_info else ""))
+        return redact_text(line + ("\n" + _error_text(self, record) if record.exc_info else ""))
 
 
 def _not_noise(record: logging.LogRecord) -> bool:
@@ -48,5 +60,5 @@ def configure(cfg: LoggingSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level)
-    for noisy in ("apache_beam", "kafka", "elastic_transport", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for client in _CLIENT_LOGGERS:
+        logging.getLogger(client).setLevel(logging.WARNING)

@@ -115,6 +115,28 @@ def test_every_log_line_is_redacted(format: str, capsys: pytest.CaptureFixture) 
     assert "http://***@host" in err and "hunter2" not in err
 
 
+@pytest.mark.parametrize("format", ["text", "json"])
+def test_a_client_retry_logs_one_line_and_the_products_own_error_its_traceback(
+        format: str, capsys: pytest.CaptureFixture) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure(LoggingSettings(level="INFO", format=format))
+        for logger in ("elastic_transport.transport", "triage.cli"):
+            try:
+                try:
+                    raise OSError("[Errno 111] Connection refused")
+                except OSError as refused:
+                    raise ConnectionError("cannot connect to 127.0.0.1:9200") from refused
+            except ConnectionError:
+                logging.getLogger(logger).warning("Retrying request after failure", exc_info=True)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    client, own = capsys.readouterr().err.split("Retrying request after failure")[1:]
+    assert "ConnectionError: cannot connect to 127.0.0.1:9200" in client and "Traceback" not in client
+    assert own.count("Traceback") == 2 and "Connection refused" in own
+
+
 def test_services_up_does_not_echo_credentials(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
                                                tmp_path: Path) -> None:
     monkeypatch.setattr(services, "up", lambda cfg: ["noida: started"])
