@@ -582,10 +582,12 @@ def train_intent(cache_dir: str, artifacts: Path, intents_dir: Path, config: Opt
             torch.tensor([heads["sentiment"].labels.index(row["labels"]["sentiment"]) for row in sentiment_fixes]),
             _sentiment_anchors(understanding, vectors, data_dir, head_config.seed),
             previous.get("sentiment", {}).get("temperature", 1.0), config.corrections.sentiment_confidence)
-    spec["training"]["intent"] = {"data": ["data/intents/train.jsonl", f"data/intents/{datasets.CARE_FILE}-train.jsonl (x{head_config.care_weight})"]
+    care_file = f"data/intents/{datasets.CARE_FILE}-train.jsonl (x{head_config.care_weight})"
+    spec["training"]["intent"] = {"data": ["data/intents/train.jsonl", care_file]
                                   + ([f"agents' corrections (x{config.corrections.weight})"] if corrected else []),
                                   "examples": len(texts),
-                                  "chosen_by": f"{head_config.folds}-fold cross-validation on the train split, weighted",
+                                  "chosen_by": f"{head_config.folds}-fold cross-validation on the train split, "
+                                               "weighted",
                                   "chosen": best,
                                   "grid": grid}
     # the heads answer differently now: posts record the version they were enriched with (model_versions)
