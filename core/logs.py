@@ -24,10 +24,10 @@ _CLIENT_LOGGERS = ("apache_beam", "kafka", "elastic_transport", "urllib3")
 
 def _error_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     """The product's own errors keep their traceback; a client library's retry keeps one line."""
-    exc_type, exc, _ = record.exc_info or (None, None, None)
+    exc_type, exc, _ = record.exc_info  # (None, None, None) when logged with exc_info=True outside an except
     if exc_type and record.name.split(".")[0] in _CLIENT_LOGGERS:
         return f"{exc_type.__name__}: {exc}"
-    return formatter.formatException(record.exc_info) if record.exc_info else ""
+    return formatter.formatException(record.exc_info)
 
 
 class _JsonFormatter(logging.Formatter):

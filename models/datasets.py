@@ -26,8 +26,8 @@ EXTRA_SETS = {"sb10k": ("sb10k-train", "de"), "potts": ("potts-train", "de"),
               "semeval2013-2016": ("semeval-train", "en")}
 # The team's hard care posts (data/intents/care-hard-{train,test}.jsonl): each row also carries its sentiment and
 # the failure class it was written for, so `triage eval` reports every class on its own. care-hard-outside.jsonl
-# holds the same classes written by other hands, never trained on: how the product does on posts it has not seen
-# the like of.
+# holds the same classes, and money matters with personal data, written by other hands and never trained on: how
+# the product does on posts it has not seen the like of.
 CARE_FILE = "care-hard"
 
 

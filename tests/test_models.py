@@ -200,9 +200,9 @@ def test_eval_reports_every_team_measured_figure_at_its_target(capsys: pytest.Ca
 @pytest.mark.models
 def test_customers_posting_money_matters_with_personal_data_are_answered_never_spam(tmp_path: Path) -> None:
     from cli.main import main
-    care = Path(__file__).resolve().parent.parent / "data" / "intents" / "care-hard-outside.jsonl"
-    rows = [json.loads(line) for line in care.read_text(encoding="utf-8").splitlines()]
-    texts = [row["text"] for row in rows if row["class"] == "personal_data_money"]  # by another hand, never trained on
+    from models.datasets import care_rows
+    texts = [row["text"] for row in care_rows("outside")
+             if row["class"] == "personal_data_money"]  # by another hand, never trained on
     posts = tmp_path / "posts.jsonl"
     posts.write_text("".join(json.dumps({"schema_version": 1, "id": f"twitter:{9000 + i}", "source": "twitter",
                                          "text": text, "created_at": "2026-11-23T09:00:00Z",
